@@ -1,0 +1,37 @@
+"""sparsetconv: transposed convolution on NumPy arrays.
+
+A convolution is a linear map, so it is a sparse matrix ``A``; the transposed
+convolution is ``A.T``.  The library builds that matrix (:func:`conv_matrix`,
+:func:`conv_transpose_matrix`), does the shape arithmetic (:func:`conv_transpose_output_size`,
+:func:`output_padding_for`, :func:`inverse_conv_params`) and applies both operators
+to NumPy arrays (:func:`conv_transpose`, :func:`conv` and their 1-D/2-D/3-D aliases).
+"""
+
+from ._openmp import openmp_enabled
+from .functional import (
+    conv,
+    conv1d,
+    conv2d,
+    conv3d,
+    conv_transpose,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+)
+from .matrix import conv_matrix, conv_transpose_matrix
+from .shapes import (
+    conv_output_size,
+    conv_transpose_output_size,
+    inverse_conv_params,
+    output_padding_for,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "conv", "conv1d", "conv2d", "conv3d",
+    "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "conv_matrix", "conv_transpose_matrix",
+    "conv_output_size", "conv_transpose_output_size", "inverse_conv_params",
+    "output_padding_for", "openmp_enabled",
+]

@@ -1,0 +1,228 @@
+"""One resolved, immutable description of a (transposed) convolution call.
+
+The public functions validate and normalise their arguments exactly once, here,
+into a :class:`ConvPlan`; every backend consumes the plan and never re-parses
+arguments.  Plans depend only on shapes, dtypes and hyper-parameters, so they are
+cached: a repeated call with the same shapes costs a dictionary look-up.
+"""
+
+from dataclasses import dataclass
+from functools import lru_cache
+from math import prod
+
+import numpy as np
+
+from ._validation import as_int, as_tuple, result_dtype
+from .shapes import Geometry, output_padding_for, resolve_conv, resolve_conv_transpose
+
+BACKENDS = ("auto", "direct", "sparse")
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """A validated call: which direction, the geometry, channels, batch and dtype.
+
+    The weight is always laid out ``(small_channels, large_channels // groups, *kernel)``:
+    for a convolution the small side is the output, for a transposed convolution
+    it is the input, which is why both use the same weight array for adjoint maps.
+    """
+
+    transposed: bool
+    geometry: Geometry
+    batch: object  # int, or None for an unbatched call
+    small_channels: int
+    large_channels: int
+    groups: int
+    dtype: np.dtype
+    has_bias: bool
+
+    @property
+    def rank(self):
+        return self.geometry.rank
+
+    @property
+    def in_channels(self):
+        return self.small_channels if self.transposed else self.large_channels
+
+    @property
+    def out_channels(self):
+        return self.large_channels if self.transposed else self.small_channels
+
+    @property
+    def in_spatial(self):
+        return self.geometry.small if self.transposed else self.geometry.large
+
+    @property
+    def out_spatial(self):
+        return self.geometry.large if self.transposed else self.geometry.small
+
+    @property
+    def output_shape(self):
+        lead = () if self.batch is None else (self.batch,)
+        return lead + (self.out_channels,) + self.out_spatial
+
+    @property
+    def flops(self):
+        """Useful multiply-adds times two (BENCHMARKS.md's definition)."""
+        n = 1 if self.batch is None else self.batch
+        per_group = self.large_channels // self.groups
+        return (2 * n * self.small_channels * per_group * prod(self.geometry.kernel)
+                * prod(self.geometry.small))
+
+
+def check_backend(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _rank_of(weight_shape, rank):
+    ndim = len(weight_shape)
+    if rank is not None and ndim != rank + 2:
+        raise ValueError(
+            f"weight must have {rank + 2} dimensions (out/in channels and {rank} kernel "
+            f"sizes) for a {rank}-D operation, got weight.shape={tuple(weight_shape)}"
+        )
+    if ndim not in (3, 4, 5):
+        raise ValueError(
+            f"weight must have 3, 4 or 5 dimensions (1-, 2- or 3-D kernels), got "
+            f"weight.shape={tuple(weight_shape)}"
+        )
+    return ndim - 2
+
+
+def _channels(input_shape, weight_shape, bias_shape, groups, transposed, rank):
+    """Check ranks, channels and groups; return ``(batch, small_channels, large_channels)``."""
+    if len(input_shape) not in (rank + 1, rank + 2):
+        raise ValueError(
+            f"input must have {rank + 2} dimensions (N, C, *spatial) or {rank + 1} "
+            f"(C, *spatial) for a weight of shape {tuple(weight_shape)}, got "
+            f"input.shape={tuple(input_shape)}"
+        )
+    groups = as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got groups={groups}")
+    small, per_group = weight_shape[0], weight_shape[1]
+    for axis, k in enumerate(weight_shape[2:]):
+        if k < 1:
+            raise ValueError(
+                f"weight kernel size must be >= 1 on every axis, got weight.shape="
+                f"{tuple(weight_shape)} ({k} on spatial axis {axis})"
+            )
+    if small < 1 or per_group < 1:
+        raise ValueError(f"weight must have non-empty channel axes, got weight.shape="
+                         f"{tuple(weight_shape)}")
+    if small % groups:
+        which = "in_channels (weight.shape[0])" if transposed else "out_channels (weight.shape[0])"
+        raise ValueError(
+            f"groups={groups} must divide {which}={small}"
+        )
+    batched = len(input_shape) == rank + 2
+    channels = input_shape[1] if batched else input_shape[0]
+    large = per_group * groups
+    expected = small if transposed else large
+    if channels != expected:
+        if transposed:
+            why = f"weight.shape[0]={small}"
+        else:
+            why = f"weight.shape[1] * groups = {per_group} * {groups} = {large}"
+        raise ValueError(
+            f"input has {channels} channels (input.shape={tuple(input_shape)}) but the "
+            f"weight expects {why}"
+        )
+    if bias_shape is not None:
+        out_channels = large if transposed else small
+        if tuple(bias_shape) != (out_channels,):
+            raise ValueError(
+                f"bias must have shape ({out_channels},) (one value per output channel), "
+                f"got bias.shape={tuple(bias_shape)}"
+            )
+    return (input_shape[0] if batched else None), small, large, groups
+
+
+def _output_size_to_padding(output_size, input_shape, rank, small, kernel, stride,
+                            padding, dilation, output_padding):
+    """Turn ``output_size=`` into ``output_padding`` (and check it agrees with one given)."""
+    sizes = tuple(as_int(v, "output_size") for v in output_size)
+    if len(sizes) == len(input_shape):
+        sizes = sizes[-rank:]
+    elif len(sizes) != rank:
+        raise ValueError(
+            f"output_size must give the {rank} spatial sizes (optionally preceded by the "
+            f"batch and channel sizes), got output_size={tuple(output_size)}"
+        )
+    computed = output_padding_for(small, sizes, kernel, stride, padding, dilation)
+    given = as_tuple(output_padding, rank, "output_padding")
+    if any(given) and given != computed:
+        raise ValueError(
+            f"output_padding={given} disagrees with output_size={sizes}, which needs "
+            f"output_padding={computed}; give only one of them"
+        )
+    return computed
+
+
+@lru_cache(maxsize=1024)
+def _plan_cached(*key):
+    return _make_plan(*key)
+
+
+def _make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_dtype,
+               bias_shape, bias_dtype, stride, padding, output_padding, groups, dilation,
+               output_size):
+    rank = _rank_of(weight_shape, rank)
+    batch, small, large, groups = _channels(
+        input_shape, weight_shape, bias_shape, groups, transposed, rank
+    )
+    dtype = result_dtype(("input", input_dtype), ("weight", weight_dtype), ("bias", bias_dtype))
+    spatial = tuple(input_shape[-rank:])
+    kernel = tuple(weight_shape[2:])
+    for axis, size in enumerate(spatial):
+        if size < 1:
+            raise ValueError(
+                f"input spatial sizes must be >= 1, got input.shape={tuple(input_shape)} "
+                f"({size} on spatial axis {axis})"
+            )
+    if transposed:
+        if output_size is not None:
+            output_padding = _output_size_to_padding(
+                output_size, input_shape, rank, spatial, kernel, stride, padding,
+                dilation, output_padding,
+            )
+        geometry = resolve_conv_transpose(spatial, kernel, stride, padding, output_padding,
+                                          dilation)
+    else:
+        geometry = resolve_conv(spatial, kernel, stride, padding, dilation)
+    return ConvPlan(
+        transposed=transposed, geometry=geometry, batch=batch, small_channels=small,
+        large_channels=large, groups=groups, dtype=dtype, has_bias=bias_shape is not None,
+    )
+
+
+def make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_dtype,
+              bias_shape, bias_dtype, stride, padding, output_padding, groups, dilation,
+              output_size):
+    """Validate one call's shapes, dtypes and hyper-parameters; return its ConvPlan."""
+    key = (transposed, rank, tuple(input_shape), input_dtype, tuple(weight_shape),
+           weight_dtype, None if bias_shape is None else tuple(bias_shape), bias_dtype,
+           stride, padding, output_padding, groups, dilation, output_size)
+    # Only plain ints/strs/tuples are cache keys: 2.0 == 2 and True == 1 as dict
+    # keys, and those must still reach validation (and its TypeError).
+    if _plain((stride, padding, output_padding, groups, dilation, output_size)):
+        return _plan_cached(*key)
+    return _make_plan(*key)
+
+
+def _plain(value):
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return True
+    return kind is tuple and all(_plain(item) for item in value)
+
+
+def adjoint_plan(plan, batch=None):
+    """The plan of the operator adjoint to ``plan`` (same geometry, other direction)."""
+    return ConvPlan(
+        transposed=not plan.transposed, geometry=plan.geometry, batch=batch,
+        small_channels=plan.small_channels, large_channels=plan.large_channels,
+        groups=plan.groups, dtype=plan.dtype, has_bias=False,
+    )

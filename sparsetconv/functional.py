@@ -1,0 +1,171 @@
+"""Functional API (SPEC section 3): ``conv_transpose*`` and ``conv*`` on NumPy arrays.
+
+Each call is validated and normalised once into a :class:`~sparsetconv._plan.ConvPlan`
+(cached by shapes and arguments), then handed to a backend:
+
+- ``"sparse"``: the scipy.sparse matrix of :mod:`sparsetconv.matrix`, applied to the
+  whole batch as one sparse-times-dense product;
+- ``"auto"``: the fastest correct path available.
+
+The 1-D/2-D/3-D names are thin aliases of the N-d functions that only pin the rank.
+"""
+
+import inspect
+
+import numpy as np
+
+from ._plan import check_backend, make_plan
+from .matrix import _operator_matrix
+
+__all__ = [
+    "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "conv", "conv1d", "conv2d", "conv3d",
+]
+
+
+def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                   groups=1, dilation=1, *, output_size=None, backend="auto", _rank=None):
+    """Transposed convolution ("fractionally-strided convolution"), N-d.
+
+    Every input element ``x[n, ci, i]`` adds ``x[n, ci, i] * weight[ci, :, k]`` into
+    the output at ``o = i*stride - pad_begin + k*dilation`` for each kernel tap ``k``;
+    outputs that fall in the padding are cropped away.  It is the adjoint (transpose)
+    of :func:`conv` with the same weight, not its inverse (see ``deconvolve``).
+
+    Parameters
+    ----------
+    input : array_like
+        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``.
+    weight : array_like
+        ``(C_in, C_out // groups, *kernel)`` (PyTorch's layout); the spatial rank is
+        ``weight.ndim - 2``, 1 to 3.
+    bias : array_like, optional
+        ``(C_out,)``.
+    stride, output_padding, dilation : int or tuple of int
+        ``0 <= output_padding < max(stride, dilation)``.
+    padding : int, tuple, "valid" or "same"
+        An int or ``(begin, end)`` pair per axis: the padding of the convolution this
+        is the transpose of, so it *crops* the output.  ``"same"`` gives
+        ``output = input * stride`` (Keras / ONNX ``SAME_UPPER``).
+    groups : int
+    output_size : tuple of int, optional
+        Target spatial size (optionally with the leading N, C): picks
+        ``output_padding`` as ``torch.nn.ConvTranspose*d`` does.  If a non-zero
+        ``output_padding`` is given too, the two must agree.
+    backend : {"auto", "sparse"}
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, *out)``, or ``(C_out, *out)`` for an unbatched input, where
+        ``out = (in - 1)*stride - pad_begin - pad_end + dilation*(kernel - 1)
+        + output_padding + 1``.  dtype: float32 or float64 (SPEC section 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[[[0.0, 1.0], [2.0, 3.0]]]])
+    >>> w = np.array([[[[4.0, 1.0], [2.0, 3.0]]]])
+    >>> conv_transpose(x, w, stride=2)
+    array([[[[ 0.,  0.,  4.,  1.],
+             [ 0.,  0.,  2.,  3.],
+             [ 8.,  2., 12.,  3.],
+             [ 4.,  6.,  6.,  9.]]]])
+    """
+    return _apply(True, _rank, input, weight, bias, stride, padding, output_padding,
+                  groups, dilation, output_size, backend)
+
+
+def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+         backend="auto", _rank=None):
+    """Convolution (cross-correlation, as in deep learning), N-d.
+
+    ``out[n, co, o] = bias[co] + sum over ci in co's group and taps k of
+    x[n, ci, o*stride - pad_begin + k*dilation] * weight[co, ci % (C_in/groups), k]``,
+    reading zeros in the padding.
+
+    Parameters
+    ----------
+    input : array_like
+        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``.
+    weight : array_like
+        ``(C_out, C_in // groups, *kernel)``.
+    bias : array_like, optional
+        ``(C_out,)``.
+    stride, dilation : int or tuple of int
+    padding : int, tuple, "valid" or "same"
+        An int or ``(begin, end)`` pair per axis.  ``"same"`` gives
+        ``output = ceil(input / stride)``, the smaller half of the padding first.
+    groups : int
+    backend : {"auto", "sparse"}
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, *out)`` (or unbatched), ``out = floor((in + pad_begin + pad_end
+        - dilation*(kernel - 1) - 1) / stride) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> conv(np.arange(5.0).reshape(1, 1, 5), np.ones((1, 1, 3)), stride=2)
+    array([[[3., 9.]]])
+    """
+    return _apply(False, _rank, input, weight, bias, stride, padding, 0, groups,
+                  dilation, None, backend)
+
+
+def _apply(transposed, rank, input, weight, bias, stride, padding, output_padding, groups,
+           dilation, output_size, backend):
+    x = np.asarray(input)
+    w = np.asarray(weight)
+    b = None if bias is None else np.asarray(bias)
+    check_backend(backend)
+    plan = make_plan(
+        transposed, rank, x.shape, x.dtype, w.shape, w.dtype,
+        None if b is None else b.shape, None if b is None else b.dtype,
+        stride, padding, output_padding, groups, dilation, output_size,
+    )
+    if plan.batch == 0:
+        return np.zeros(plan.output_shape, dtype=plan.dtype)
+    return _sparse(plan, x, w, b)
+
+
+def _sparse(plan, x, w, b):
+    """Backend "sparse": one CSR matrix times the whole batch (columns = samples)."""
+    matrix = _operator_matrix(plan, w.astype(plan.dtype, copy=False))
+    batch = 1 if plan.batch is None else plan.batch
+    columns = x.reshape(batch, matrix.shape[1]).astype(plan.dtype, copy=False).T
+    out = np.ascontiguousarray((matrix @ columns).T).reshape(plan.output_shape)
+    if b is not None:
+        out += b.astype(plan.dtype, copy=False).reshape((-1,) + (1,) * plan.rank)
+    return out
+
+
+def _ranked(function, rank):
+    """``function`` with the spatial rank pinned: the public ``*1d/2d/3d`` names."""
+    name = f"{function.__name__}{rank}d"
+
+    def alias(*args, **kwargs):
+        return function(*args, _rank=rank, **kwargs)
+
+    signature = inspect.signature(function)
+    alias.__signature__ = signature.replace(
+        parameters=[p for p in signature.parameters.values() if p.name != "_rank"]
+    )
+    alias.__name__ = alias.__qualname__ = name
+    alias.__module__ = function.__module__
+    alias.__doc__ = (
+        f"{rank}-D :func:`{function.__name__}`: the same function, with a weight of "
+        f"{rank + 2} dimensions required.\n\nSee :func:`sparsetconv.{function.__name__}` "
+        f"for the parameters, shapes and dtypes."
+    )
+    return alias
+
+
+conv_transpose1d = _ranked(conv_transpose, 1)
+conv_transpose2d = _ranked(conv_transpose, 2)
+conv_transpose3d = _ranked(conv_transpose, 3)
+conv1d = _ranked(conv, 1)
+conv2d = _ranked(conv, 2)
+conv3d = _ranked(conv, 3)

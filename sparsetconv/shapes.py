@@ -1,0 +1,341 @@
+"""Shape arithmetic of convolution and transposed convolution (SPEC section 2).
+
+Every convolution in this library is described by one :class:`Geometry`: a "large"
+side (the convolution's input, the transposed convolution's output) and a "small"
+side (the convolution's output, the transposed convolution's input), joined per axis by
+
+    large = small * stride - pad_begin + tap * dilation,   0 <= tap < kernel.
+
+A convolution gathers along that relation (large -> small) and a transposed
+convolution scatters along it (small -> large); the two are adjoint because the
+relation is the same.  ``pad_end`` and ``output_padding`` only decide how many
+positions each side has, so a resolved Geometry keeps the sizes and ``pad_begin``.
+
+Sizes are tuples of ints, one per spatial axis; a bare int means a 1-D size.
+"""
+
+from dataclasses import dataclass
+
+from ._validation import (
+    as_int,
+    as_tuple,
+    check_at_least,
+    padding_for_display,
+    padding_spec,
+)
+
+__all__ = [
+    "Geometry",
+    "conv_output_size",
+    "conv_transpose_output_size",
+    "output_padding_for",
+    "inverse_conv_params",
+]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Resolved per-axis description shared by a convolution and its transpose.
+
+    Attributes
+    ----------
+    small : tuple of int
+        Spatial size of the convolution's output (= transposed convolution's input).
+    large : tuple of int
+        Spatial size of the convolution's input (= transposed convolution's output).
+    kernel, stride, dilation : tuple of int
+    pad_begin : tuple of int
+        Zero padding before the first large-side position (a crop, for the transpose).
+    pad_end : tuple of int
+        Padding after the end, as the caller resolved it (may be negative for a
+        transposed ``"same"`` that extends the output); informational only.
+    output_padding : tuple of int
+        Extra transposed-output positions at the end (0 for a convolution).
+    """
+
+    small: tuple
+    large: tuple
+    kernel: tuple
+    stride: tuple
+    dilation: tuple
+    pad_begin: tuple
+    pad_end: tuple
+    output_padding: tuple
+
+    @property
+    def rank(self):
+        return len(self.kernel)
+
+
+# ---------------------------------------------------------------------------
+# Per-axis resolution.  These are the only places that know the size formulas.
+
+def _sizes(value, name):
+    """A size argument: an int (1-D) or a sequence of ints, each >= 1."""
+    if isinstance(value, (tuple, list)) or hasattr(value, "__len__"):
+        sizes = tuple(as_int(v, f"{name}[axis {axis}]") for axis, v in enumerate(value))
+        if not 1 <= len(sizes) <= 3:
+            raise ValueError(f"{name} must have 1, 2 or 3 spatial sizes, got {sizes}")
+    else:
+        sizes = (as_int(value, name),)
+    check_at_least(sizes, 1, name)
+    return sizes
+
+
+def _hyper(rank, kernel_size, stride, dilation):
+    kernel = as_tuple(kernel_size, rank, "kernel_size")
+    stride = as_tuple(stride, rank, "stride")
+    dilation = as_tuple(dilation, rank, "dilation")
+    check_at_least(kernel, 1, "kernel_size")
+    check_at_least(stride, 1, "stride")
+    check_at_least(dilation, 1, "dilation", why=" (dilation=1 means no gaps between taps)")
+    return kernel, stride, dilation
+
+
+def _check_output_padding(output_padding, stride, dilation):
+    for axis, (op, s, d) in enumerate(zip(output_padding, stride, dilation)):
+        limit = max(s, d)
+        if not 0 <= op < limit:
+            raise ValueError(
+                f"output_padding must satisfy 0 <= output_padding < max(stride, dilation) "
+                f"on every axis, got output_padding={op} on axis {axis} with stride={s}, "
+                f"dilation={d}: allowed values there are 0..{limit - 1}. A convolution with "
+                f"stride {s} maps {s} consecutive input sizes to one output size and "
+                f"output_padding only picks which of them the transposed convolution "
+                f"produces, so it must be smaller than the stride (or the dilation)"
+            )
+
+
+def _same_conv_pads(size, kernel, stride, dilation):
+    """TensorFlow's "same": output ceil(size / stride), smaller half of padding first."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _same_transpose_pads(kernel, stride, dilation):
+    """Keras/ONNX SAME_UPPER: output size * stride; crop split smaller half first.
+
+    A negative crop becomes an extension at the end (negative ``pad_end``).
+    """
+    crop = dilation * (kernel - 1) + 1 - stride
+    if crop >= 0:
+        return crop // 2, crop - crop // 2
+    return 0, crop
+
+
+def resolve_conv(input_size, kernel_size, stride=1, padding=0, dilation=1):
+    """Geometry of a convolution whose input (large side) has ``input_size``."""
+    large = _sizes(input_size, "input_size")
+    rank = len(large)
+    kernel, stride, dilation = _hyper(rank, kernel_size, stride, dilation)
+    spec = padding_spec(padding, rank)
+    if spec == "valid":
+        pairs = ((0, 0),) * rank
+    elif spec == "same":
+        pairs = tuple(_same_conv_pads(*a) for a in zip(large, kernel, stride, dilation))
+    else:
+        pairs = spec
+    small = []
+    for axis in range(rank):
+        (pb, pe), span = pairs[axis], dilation[axis] * (kernel[axis] - 1) + 1
+        padded = large[axis] + pb + pe
+        if padded < span:
+            raise ValueError(
+                f"convolution output would be empty on axis {axis}: the padded input "
+                f"(input_size {large[axis]} + padding {pb} + {pe} = {padded}) is smaller "
+                f"than the dilated kernel (dilation*(kernel_size-1)+1 = "
+                f"{dilation[axis]}*({kernel[axis]}-1)+1 = {span})"
+            )
+        small.append((padded - span) // stride[axis] + 1)
+    return Geometry(
+        small=tuple(small), large=large, kernel=kernel, stride=stride, dilation=dilation,
+        pad_begin=tuple(p[0] for p in pairs), pad_end=tuple(p[1] for p in pairs),
+        output_padding=(0,) * rank,
+    )
+
+
+def resolve_conv_transpose(input_size, kernel_size, stride=1, padding=0,
+                           output_padding=0, dilation=1):
+    """Geometry of a transposed convolution whose input (small side) has ``input_size``."""
+    small = _sizes(input_size, "input_size")
+    rank = len(small)
+    kernel, stride, dilation = _hyper(rank, kernel_size, stride, dilation)
+    output_padding = as_tuple(output_padding, rank, "output_padding")
+    _check_output_padding(output_padding, stride, dilation)
+    spec = padding_spec(padding, rank)
+    if spec == "valid":
+        pairs = ((0, 0),) * rank
+    elif spec == "same":
+        pairs = tuple(_same_transpose_pads(*a) for a in zip(kernel, stride, dilation))
+    else:
+        pairs = spec
+    large = []
+    for axis in range(rank):
+        (pb, pe), op = pairs[axis], output_padding[axis]
+        full = (small[axis] - 1) * stride[axis] + dilation[axis] * (kernel[axis] - 1) + 1
+        size = full - pb - pe + op
+        if size < 1:
+            raise ValueError(
+                f"transposed convolution output would be empty on axis {axis}: "
+                f"(input_size - 1)*stride - pad_begin - pad_end + dilation*(kernel_size - 1) "
+                f"+ output_padding + 1 = ({small[axis]} - 1)*{stride[axis]} - {pb} - {pe} + "
+                f"{dilation[axis]}*({kernel[axis]} - 1) + {op} + 1 = {size}: padding "
+                f"crops more than the full output of {full}"
+            )
+        large.append(size)
+    return Geometry(
+        small=small, large=tuple(large), kernel=kernel, stride=stride, dilation=dilation,
+        pad_begin=tuple(p[0] for p in pairs), pad_end=tuple(p[1] for p in pairs),
+        output_padding=output_padding,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Public functions.
+
+def conv_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
+    """Spatial output size of a convolution.
+
+    ``out = floor((in + pad_begin + pad_end - dilation*(kernel - 1) - 1) / stride) + 1``
+
+    Parameters
+    ----------
+    input_size : int or tuple of int
+        Spatial input size; a bare int means 1-D.
+    kernel_size, stride, dilation : int or tuple of int
+    padding : int, tuple, "valid" or "same"
+        Per axis an int or a ``(begin, end)`` pair.  ``"same"`` gives
+        ``ceil(in / stride)`` (TensorFlow's rule).
+
+    Returns
+    -------
+    tuple of int
+
+    Examples
+    --------
+    >>> conv_output_size((28, 28), 5, stride=2)
+    (12, 12)
+    >>> conv_output_size(7, 3, stride=2, padding="same")
+    (4,)
+    """
+    return resolve_conv(input_size, kernel_size, stride, padding, dilation).small
+
+
+def conv_transpose_output_size(input_size, kernel_size, stride=1, padding=0,
+                               output_padding=0, dilation=1):
+    """Spatial output size of a transposed convolution.
+
+    ``out = (in - 1)*stride - pad_begin - pad_end + dilation*(kernel - 1) + output_padding + 1``
+
+    ``padding`` *removes* positions from the transposed convolution's output: it is
+    the padding of the convolution this one is the adjoint of, so larger padding means
+    a smaller output.  ``"same"`` gives ``in * stride``.
+
+    Examples
+    --------
+    >>> conv_transpose_output_size((2, 2), 2, stride=2, padding=1)
+    (2, 2)
+    >>> conv_transpose_output_size((2, 2), 2, stride=2, padding=0)
+    (4, 4)
+    >>> conv_transpose_output_size((12, 16, 12), 3, stride=2, padding=1, output_padding=1)
+    (24, 32, 24)
+    """
+    return resolve_conv_transpose(
+        input_size, kernel_size, stride, padding, output_padding, dilation
+    ).large
+
+
+def output_padding_for(input_size, output_size, kernel_size, stride=1, padding=0,
+                       dilation=1):
+    """The ``output_padding`` that makes a transposed convolution produce ``output_size``.
+
+    This is what ``torch.nn.ConvTranspose2d.forward(x, output_size=...)`` computes.
+    The reachable sizes on an axis are those of every output_padding the validity
+    rule ``0 <= output_padding < max(stride, dilation)`` allows.
+
+    Raises
+    ------
+    ValueError
+        If ``output_size`` is out of reach on some axis; the message gives the
+        reachable range.
+
+    Examples
+    --------
+    >>> output_padding_for((12, 16, 12), (24, 32, 24), 3, stride=2, padding=1)
+    (1, 1, 1)
+    """
+    small = _sizes(input_size, "input_size")
+    rank = len(small)
+    target = _sizes(output_size, "output_size")
+    if len(target) != rank:
+        raise ValueError(
+            f"output_size must have one size per spatial axis ({rank}), got {target}"
+        )
+    kernel, stride, dilation = _hyper(rank, kernel_size, stride, dilation)
+    spec = padding_spec(padding, rank)
+    if spec == "valid":
+        pairs = ((0, 0),) * rank
+    elif spec == "same":
+        pairs = tuple(_same_transpose_pads(*a) for a in zip(kernel, stride, dilation))
+    else:
+        pairs = spec
+    result = []
+    for axis in range(rank):
+        (pb, pe), s, d, k = pairs[axis], stride[axis], dilation[axis], kernel[axis]
+        base = (small[axis] - 1) * s - pb - pe + d * (k - 1) + 1
+        limit = max(s, d)
+        lowest, highest = max(base, 1), base + limit - 1
+        op = target[axis] - base
+        if not (0 <= op < limit and target[axis] >= 1):
+            reach = (
+                f"{lowest}..{highest}" if lowest <= highest else "nothing (padding crops it all)"
+            )
+            raise ValueError(
+                f"output_size {target[axis]} on axis {axis} is out of reach: with "
+                f"input_size {small[axis]}, kernel_size {k}, stride {s}, padding "
+                f"{padding_for_display((pairs[axis],))}, dilation {d} the transposed "
+                f"convolution can produce sizes {reach} (output_padding 0..{limit - 1})"
+            )
+        result.append(op)
+    return tuple(result)
+
+
+def inverse_conv_params(conv_input_size, kernel_size, stride=1, padding=0, dilation=1):
+    """Arguments of the transposed convolution that undoes a convolution's shape change.
+
+    A strided convolution maps several input sizes to the same output size; the
+    returned ``output_padding`` picks ``conv_input_size`` among them.  Padding is
+    returned resolved (``"same"`` becomes numbers), as an int per axis where it is
+    symmetric and a ``(begin, end)`` pair where it is not.
+
+    Returns
+    -------
+    dict
+        ``kernel_size, stride, padding, output_padding, dilation`` (tuples), ready
+        for ``ConvTranspose*d(..., **params)`` or, without ``kernel_size``, for
+        ``conv_transpose``.
+
+    Examples
+    --------
+    >>> params = inverse_conv_params((28, 28), 5, stride=2)
+    >>> params["output_padding"]
+    (1, 1)
+    >>> conv_transpose_output_size(conv_output_size((28, 28), 5, stride=2), **params)
+    (28, 28)
+    """
+    geometry = resolve_conv(conv_input_size, kernel_size, stride, padding, dilation)
+    pairs = tuple(zip(geometry.pad_begin, geometry.pad_end))
+    output_padding = []
+    for axis in range(geometry.rank):
+        s, d, k = geometry.stride[axis], geometry.dilation[axis], geometry.kernel[axis]
+        pb, pe = pairs[axis]
+        reached = (geometry.small[axis] - 1) * s - pb - pe + d * (k - 1) + 1
+        output_padding.append(geometry.large[axis] - reached)
+    return {
+        "kernel_size": geometry.kernel,
+        "stride": geometry.stride,
+        "padding": tuple(b if b == e else (b, e) for b, e in pairs),
+        "output_padding": tuple(output_padding),
+        "dilation": geometry.dilation,
+    }
