@@ -78,13 +78,13 @@ def extension(name):
     return Extension(
         f"sparsetconv.{name}",
         [f"sparsetconv/{name}.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "sparsetconv"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=compile_args,
     )
 
 
-EXTENSIONS = [extension("_openmp")]
+EXTENSIONS = [extension("_openmp"), extension("_kernels")]
 
 setup(
     ext_modules=cythonize(

@@ -5,7 +5,9 @@ Each call is validated and normalised once into a :class:`~sparsetconv._plan.Con
 
 - ``"sparse"``: the scipy.sparse matrix of :mod:`sparsetconv.matrix`, applied to the
   whole batch as one sparse-times-dense product;
-- ``"auto"``: the fastest correct path available.
+- ``"direct"``: the compiled Cython/OpenMP kernels (:mod:`sparsetconv._compiled`);
+- ``"auto"``: the fastest correct path: the compiled kernels, with the algorithm
+  chosen by :func:`sparsetconv._compiled.choose_algorithm`.
 
 The 1-D/2-D/3-D names are thin aliases of the N-d functions that only pin the rank.
 """
@@ -14,6 +16,7 @@ import inspect
 
 import numpy as np
 
+from . import _compiled
 from ._plan import check_backend, make_plan
 from .matrix import _operator_matrix
 
@@ -52,7 +55,7 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
         Target spatial size (optionally with the leading N, C): picks
         ``output_padding`` as ``torch.nn.ConvTranspose*d`` does.  If a non-zero
         ``output_padding`` is given too, the two must agree.
-    backend : {"auto", "sparse"}
+    backend : {"auto", "direct", "sparse"}
 
     Returns
     -------
@@ -97,7 +100,7 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         An int or ``(begin, end)`` pair per axis.  ``"same"`` gives
         ``output = ceil(input / stride)``, the smaller half of the padding first.
     groups : int
-    backend : {"auto", "sparse"}
+    backend : {"auto", "direct", "sparse"}
 
     Returns
     -------
@@ -128,7 +131,9 @@ def _apply(transposed, rank, input, weight, bias, stride, padding, output_paddin
     )
     if plan.batch == 0:
         return np.zeros(plan.output_shape, dtype=plan.dtype)
-    return _sparse(plan, x, w, b)
+    if backend == "sparse":
+        return _sparse(plan, x, w, b)
+    return _compiled.run(plan, x, w, b)
 
 
 def _sparse(plan, x, w, b):

@@ -186,8 +186,10 @@ def _compressed_rows(plan, row_weight, rows_small, max_nnz):
     n_rows = row_channels * prod(g.small if rows_small else g.large)
     n_cols = plan.groups * col_per_group * col_spatial
 
-    axes = [_axis_relation(g, axis, rows_small) for axis in range(g.rank)]
-    nnz = row_channels * col_per_group * prod(len(cols) for _, cols, _ in axes)
+    # Count first (O(kernel) per axis), so an oversized request is refused before
+    # anything proportional to the sizes is allocated.
+    nnz = row_channels * col_per_group * prod(_axis_entry_count(g, axis)
+                                              for axis in range(g.rank))
     if nnz > max_nnz:
         raise ValueError(
             f"the matrix would store {nnz:,} entries ({n_rows:,} x {n_cols:,}), over "
@@ -195,6 +197,7 @@ def _compressed_rows(plan, row_weight, rows_small, max_nnz):
             f"(about {nnz * (row_weight.itemsize + 4) / 2**30:.1f} GiB)"
         )
     index_dtype = np.int32 if max(nnz, n_rows, n_cols) < 2**31 else np.int64
+    axes = [_axis_relation(g, axis, rows_small) for axis in range(g.rank)]
 
     # Spatial entries of every spatial row: ragged product over the axes.
     sp_ptr, sp_col, sp_tap = axes[0]
@@ -241,6 +244,19 @@ def _side(geometry, axis, rows_small):
     """(number of column positions, number of taps) of one axis."""
     cols = geometry.large[axis] if rows_small else geometry.small[axis]
     return cols, geometry.kernel[axis]
+
+
+def _axis_entry_count(geometry, axis):
+    """How many (small o, tap t) pairs of one axis land inside the large side."""
+    small, large = geometry.small[axis], geometry.large[axis]
+    stride, pad_begin = geometry.stride[axis], geometry.pad_begin[axis]
+    count = 0
+    for tap in range(geometry.kernel[axis]):
+        offset = tap * geometry.dilation[axis] - pad_begin  # large = o*stride + offset
+        first = max(0, -(offset // stride))
+        last = min(small - 1, (large - 1 - offset) // stride)
+        count += max(0, last - first + 1)
+    return count
 
 
 def _axis_relation(geometry, axis, rows_small):
