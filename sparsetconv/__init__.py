@@ -7,7 +7,7 @@ convolution is ``A.T``.  The library builds that matrix (:func:`conv_matrix`,
 to NumPy arrays (:func:`conv_transpose`, :func:`conv` and their 1-D/2-D/3-D aliases).
 """
 
-from ._openmp import openmp_enabled
+from ._threads import get_num_threads, openmp_enabled, set_num_threads, threads
 from .functional import (
     conv,
     conv1d,
@@ -33,5 +33,5 @@ __all__ = [
     "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "conv_matrix", "conv_transpose_matrix",
     "conv_output_size", "conv_transpose_output_size", "inverse_conv_params",
-    "output_padding_for", "openmp_enabled",
+    "output_padding_for", "openmp_enabled", "get_num_threads", "set_num_threads", "threads",
 ]
