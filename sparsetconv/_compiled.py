@@ -32,17 +32,18 @@ ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
 
 # Below this many useful flops per thread, extra threads cost more than they give.
 FLOPS_PER_THREAD = 2_000_000
+# GEMM columns per transposed-convolution chunk (see kernel_setup).
+GEMM_MIN_WIDTH = 512
 _BLAS_INT_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True, eq=False)
 class KernelSetup:
     geo: np.ndarray          # 18 intp: small, large, kernel, stride, dilation, pad_begin
-    tables: tuple            # 8 intp arrays, see _kernels.conv_transpose / conv
-    phase_len: int
-    scratch_len: int         # per thread (transposed) / unused (conv)
+    tables: tuple            # intp arrays, see _kernels (_conv_transpose_planes, _conv_rows)
+    sizes: tuple             # ints, see the same
     algorithm: int
-    workspace: tuple         # element counts of the large workspaces
+    workspace: tuple         # 3 element counts; per thread when transposed
 
 
 def _padded(geometry):
@@ -57,9 +58,8 @@ def _padded(geometry):
     )
 
 
-def _phase_offsets(kernel, stride, dilation, phase_len):
-    """Scratch offset of tap k: position q = k*dilation lives at (q % s)*M + q // s."""
-    q = np.arange(kernel, dtype=np.intp) * dilation
+def _phase_index(q, stride, phase_len):
+    """Where uncropped position q lives in a phase-major axis: (q % s)*M + q // s."""
     return (q % stride) * phase_len + q // stride
 
 
@@ -97,46 +97,76 @@ def _blas_sizes_ok(plan):
 
 @lru_cache(maxsize=512)
 def kernel_setup(plan, algorithm):
-    """Index tables and workspace sizes for ``plan`` run with ``algorithm``."""
+    """Index tables, sizes and workspace sizes for ``plan`` run with ``algorithm``."""
     g = _padded(plan.geometry)
-    # Outer axes: for each output position, its (tap, source position) pairs.
-    # Transposed: outputs are the large side; convolution: the small side.
-    rows_small = not plan.transposed
-    z_ptr, z_src, z_tap = _axis_relation(g, 0, rows_small)
-    y_ptr, y_src, y_tap = _axis_relation(g, 1, rows_small)
-    kx, sx, lx = g.kernel[2], g.small[2], g.large[2]
-    stride, dilation, pad = g.stride[2], g.dilation[2], g.pad_begin[2]
     batch = 1 if plan.batch is None else plan.batch
-    if plan.transposed:
-        # Uncropped row (input spread by stride, plus the kernel), or the cropped row
-        # plus pad_begin when output_padding / "same" reach past it.
-        span = max((sx - 1) * stride + (kx - 1) * dilation + 1, lx + pad)
-        phase_len = -(-span // stride)
-        scratch_len = span if algorithm == KERNEL_ROWS else stride * phase_len
-        kernel_size = prod(g.kernel)
-        width = batch * prod(g.small)
-        workspace = (
-            plan.small_channels * width if batch > 1 else 0,     # packed input
-            plan.large_channels * kernel_size * width,            # columns
-        ) if algorithm == GEMM else (0, 0)
-    else:
-        span = (sx - 1) * stride + (kx - 1) * dilation + 1
-        phase_len = -(-span // stride)
-        scratch_len = 0
-        width = batch * prod(g.small)
-        workspace = (
-            batch * plan.large_channels * g.large[0] * g.large[1] * stride * phase_len,
-            plan.large_channels * prod(g.kernel) * width if algorithm == GEMM else 0,
-            plan.small_channels * width if algorithm == GEMM else 0,
-        )
-    tables = tuple(np.ascontiguousarray(t, dtype=np.intp) for t in (
-        z_ptr, z_tap, z_src, y_ptr, y_tap, y_src,
-        _phase_offsets(kx, stride, dilation, phase_len), np.zeros(kx),
-    ))
+    width = batch * prod(g.small)
     geo = np.array(g.small + g.large + g.kernel + g.stride + g.dilation + g.pad_begin,
                    dtype=np.intp)
-    return KernelSetup(geo=geo, tables=tables, phase_len=phase_len,
-                       scratch_len=scratch_len, algorithm=algorithm, workspace=workspace)
+    if plan.transposed:
+        tables, plane_len, strides = _transpose_tables(g, algorithm)
+        size = prod(g.small)
+        # Samples per GEMM chunk: enough columns for BLAS to run at speed, few enough
+        # that the chunk's columns are still in cache when col2im reads them.
+        chunk = min(batch, -(-GEMM_MIN_WIDTH // size))
+        sizes = (batch, plan.in_channels, plan.out_channels, plan.groups, plane_len) + strides
+        sizes += (chunk,)
+        gemm = algorithm == GEMM
+        workspace = (                                               # all per thread
+            plane_len,                                                       # scratch plane
+            plan.small_channels * chunk * size if gemm and chunk > 1 else 0,  # packed input
+            plan.large_channels * prod(g.kernel) * chunk * size if gemm else 0,  # columns
+        )
+    else:
+        tables, phase_len = _conv_tables(g)
+        sizes = (batch, plan.in_channels, plan.out_channels, plan.groups, phase_len)
+        gemm = algorithm == GEMM
+        workspace = (
+            batch * plan.large_channels * g.large[0] * g.large[1] * g.stride[2] * phase_len,
+            plan.large_channels * prod(g.kernel) * width if gemm else 0,     # columns
+            plan.small_channels * width if gemm else 0,                      # product
+        )
+    tables = tuple(np.ascontiguousarray(t, dtype=np.intp) for t in tables)
+    return KernelSetup(geo=geo, tables=tables, sizes=sizes, algorithm=algorithm,
+                       workspace=workspace)
+
+
+def _transpose_tables(g, algorithm):
+    """Scratch-plane layout of the transposed kernel: tap offsets and output maps.
+
+    On each axis the scratch holds the uncropped output (and whatever output_padding
+    or "same" adds past it) in phase-major order; with KERNEL_ROWS the x axis stays
+    in natural order so a kernel row is a contiguous run.
+    """
+    offsets, maps, totals = [], [], []
+    for axis in range(3):
+        s, d, k = g.stride[axis], g.dilation[axis], g.kernel[axis]
+        small, large, pad = g.small[axis], g.large[axis], g.pad_begin[axis]
+        span = max((small - 1) * s + (k - 1) * d + 1, large + pad)
+        taps, outputs = np.arange(k) * d, np.arange(large) + pad
+        if axis == 2 and algorithm == KERNEL_ROWS:
+            offsets.append(taps)
+            maps.append(outputs)
+            totals.append(span)
+        else:
+            phase_len = -(-span // s)
+            offsets.append(_phase_index(taps, s, phase_len))
+            maps.append(_phase_index(outputs, s, phase_len))
+            totals.append(s * phase_len)
+    z_stride, y_stride = totals[1] * totals[2], totals[2]
+    scale = (z_stride, y_stride, 1)
+    tables = [o * f for o, f in zip(offsets, scale)] + [m * f for m, f in zip(maps, scale)]
+    return tables, prod(totals), (z_stride, y_stride)
+
+
+def _conv_tables(g):
+    """Gather lists of the outer axes and phase offsets of the x taps (convolution)."""
+    z_ptr, z_src, z_tap = _axis_relation(g, 0, True)
+    y_ptr, y_src, y_tap = _axis_relation(g, 1, True)
+    s, d, k = g.stride[2], g.dilation[2], g.kernel[2]
+    phase_len = -(-((g.small[2] - 1) * s + (k - 1) * d + 1) // s)
+    phase_off = _phase_index(np.arange(k) * d, s, phase_len)
+    return (z_ptr, z_tap, z_src, y_ptr, y_tap, y_src, phase_off, np.zeros(k)), phase_len
 
 
 _local = threading.local()
@@ -175,19 +205,9 @@ def run(plan, x, w, b, algorithm=None):
     b = None if b is None else np.ascontiguousarray(b, dtype=dtype)
     out = np.empty(plan.output_shape, dtype=dtype)
     n_threads = thread_count(plan)
-    batch = 1 if plan.batch is None else plan.batch
-    sizes = (batch, plan.in_channels, plan.out_channels, plan.groups, setup.phase_len,
-             setup.scratch_len, n_threads if BLAS_THREAD_HOOK else 1)
-    if plan.transposed:
-        workspace = (np.empty(max(1, n_threads * setup.scratch_len), dtype=dtype),
-                     _workspace("packed", setup.workspace[0], dtype),
-                     _workspace("columns", setup.workspace[1], dtype))
-        _kernels.conv_transpose(out, x, w, b, setup.geo, setup.tables, sizes,
-                                setup.algorithm, workspace, n_threads)
-    else:
-        workspace = (_workspace("phased", setup.workspace[0], dtype),
-                     _workspace("columns", setup.workspace[1], dtype),
-                     _workspace("product", setup.workspace[2], dtype))
-        _kernels.conv(out, x, w, b, setup.geo, setup.tables, sizes, setup.algorithm,
-                      workspace, n_threads)
+    copies = n_threads if plan.transposed else 1  # transposed: one set per thread
+    workspace = tuple(_workspace(slot, copies * size, dtype)
+                      for slot, size in enumerate(setup.workspace))
+    _kernels.run(plan.transposed, setup.algorithm, out, x, w, b, setup.geo, setup.tables,
+                 setup.sizes, workspace, n_threads, n_threads if BLAS_THREAD_HOOK else 1)
     return out

@@ -10,19 +10,22 @@ Layout: every rank is treated as 3-D with leading unit axes (one implementation 
 output / transposed input), the large-side size, kernel, stride, dilation and
 pad_begin, joined by ``large = small*stride - pad_begin + tap*dilation``.
 
-Work split: each thread owns whole output rows (one (n, channel, z, y) line of the
-innermost axis), so there are no write races and no atomics.  Along the outer axes
-an output row gathers its contributing (tap, source row) pairs from precomputed
-lists; along the innermost axis the taps are handled in a *phase-major* scratch row:
-position q = m*stride + r of the uncropped row lives at scratch[r*M + m], so every
-tap adds a contiguous source run to a contiguous scratch run -- no modulo, no
-branch, no multiply by an inserted zero in the inner loop (``_rowops.h``).
+Transposed convolution: each thread owns whole (sample, channel) output planes, so
+there are no write races.  A plane is accumulated uncropped in a *phase-major*
+scratch plane: on every axis, position q = m*stride + r lives at index r*M + m.  A
+kernel tap then always lands on one phase, at a fixed offset, so each tap adds a
+contiguous source block (input rows times a weight, or GEMM columns) to a contiguous
+scratch block: no modulo, no branch and no multiply by an inserted zero in the inner
+loop (``_rowops.h``).  A final gather per output row crops and un-phases.
+
+Convolution: each thread owns output rows and gathers into them from a phase-major
+copy of the padded input, so strided reads become contiguous runs too.
 """
 
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cnp.import_array()
@@ -34,14 +37,28 @@ cdef extern from "_rowops.h" nogil:
     void stc_taps_axpy_d(double *dst, const Py_ssize_t *dst_off, const double *src,
                          const Py_ssize_t *src_off, const double *w, Py_ssize_t n_taps,
                          Py_ssize_t n)
-    void stc_taps_add_f(float *dst, const Py_ssize_t *dst_off, const float *src,
-                        Py_ssize_t src_stride, Py_ssize_t n_taps, Py_ssize_t n)
-    void stc_taps_add_d(double *dst, const Py_ssize_t *dst_off, const double *src,
-                        Py_ssize_t src_stride, Py_ssize_t n_taps, Py_ssize_t n)
-    void stc_outer_axpy_f(float *dst, Py_ssize_t step, const float *src, Py_ssize_t n_src,
-                          const float *w, Py_ssize_t n_taps)
-    void stc_outer_axpy_d(double *dst, Py_ssize_t step, const double *src,
-                          Py_ssize_t n_src, const double *w, Py_ssize_t n_taps)
+    void stc_block_add_f(float *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
+                         const float *src, Py_ssize_t src_stride, Py_ssize_t n_taps,
+                         Py_ssize_t n_rows, Py_ssize_t n)
+    void stc_block_add_d(double *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
+                         const double *src, Py_ssize_t src_stride, Py_ssize_t n_taps,
+                         Py_ssize_t n_rows, Py_ssize_t n)
+    void stc_block_axpy_f(float *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
+                          const float *src, const float *w, Py_ssize_t n_taps,
+                          Py_ssize_t n_rows, Py_ssize_t n)
+    void stc_block_axpy_d(double *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
+                          const double *src, const double *w, Py_ssize_t n_taps,
+                          Py_ssize_t n_rows, Py_ssize_t n)
+    void stc_block_outer_axpy_f(float *dst, Py_ssize_t dst_stride, Py_ssize_t step,
+                                const float *src, const float *w, Py_ssize_t n_taps,
+                                Py_ssize_t n_rows, Py_ssize_t n)
+    void stc_block_outer_axpy_d(double *dst, Py_ssize_t dst_stride, Py_ssize_t step,
+                                const double *src, const double *w, Py_ssize_t n_taps,
+                                Py_ssize_t n_rows, Py_ssize_t n)
+    void stc_gather_row_f(float *out, const float *src, const Py_ssize_t *map,
+                          Py_ssize_t n, float bias)
+    void stc_gather_row_d(double *out, const double *src, const Py_ssize_t *map,
+                          Py_ssize_t n, double bias)
 
 ctypedef int (*blas_threads_fn)(int) noexcept nogil
 
@@ -80,22 +97,39 @@ cdef inline void _taps_axpy(floating *dst, const Py_ssize_t *dst_off, const floa
         stc_taps_axpy_d(dst, dst_off, src, src_off, w, n_taps, n)
 
 
-cdef inline void _taps_add(floating *dst, const Py_ssize_t *dst_off, const floating *src,
-                           Py_ssize_t src_stride, Py_ssize_t n_taps,
-                           Py_ssize_t n) noexcept nogil:
+cdef inline void _block_add(floating *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
+                            const floating *src, Py_ssize_t src_stride, Py_ssize_t n_taps,
+                            Py_ssize_t n_rows, Py_ssize_t n) noexcept nogil:
     if floating is float:
-        stc_taps_add_f(dst, dst_off, src, src_stride, n_taps, n)
+        stc_block_add_f(dst, dst_off, dst_stride, src, src_stride, n_taps, n_rows, n)
     else:
-        stc_taps_add_d(dst, dst_off, src, src_stride, n_taps, n)
+        stc_block_add_d(dst, dst_off, dst_stride, src, src_stride, n_taps, n_rows, n)
 
 
-cdef inline void _outer_axpy(floating *dst, Py_ssize_t step, const floating *src,
-                             Py_ssize_t n_src, const floating *w,
-                             Py_ssize_t n_taps) noexcept nogil:
+cdef inline void _block_axpy(floating *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
+                             const floating *src, const floating *w, Py_ssize_t n_taps,
+                             Py_ssize_t n_rows, Py_ssize_t n) noexcept nogil:
     if floating is float:
-        stc_outer_axpy_f(dst, step, src, n_src, w, n_taps)
+        stc_block_axpy_f(dst, dst_off, dst_stride, src, w, n_taps, n_rows, n)
     else:
-        stc_outer_axpy_d(dst, step, src, n_src, w, n_taps)
+        stc_block_axpy_d(dst, dst_off, dst_stride, src, w, n_taps, n_rows, n)
+
+
+cdef inline void _block_outer_axpy(floating *dst, Py_ssize_t dst_stride, Py_ssize_t step,
+                                   const floating *src, const floating *w, Py_ssize_t n_taps,
+                                   Py_ssize_t n_rows, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        stc_block_outer_axpy_f(dst, dst_stride, step, src, w, n_taps, n_rows, n)
+    else:
+        stc_block_outer_axpy_d(dst, dst_stride, step, src, w, n_taps, n_rows, n)
+
+
+cdef inline void _gather_row(floating *out, const floating *src, const Py_ssize_t *index,
+                             Py_ssize_t n, floating bias) noexcept nogil:
+    if floating is float:
+        stc_gather_row_f(out, src, index, n, bias)
+    else:
+        stc_gather_row_d(out, src, index, n, bias)
 
 
 cdef inline void _gemm(char *transa, char *transb, int m, int n, int k, floating *a, int lda,
@@ -108,103 +142,123 @@ cdef inline void _gemm(char *transa, char *transb, int m, int n, int k, floating
         dgemm(transa, transb, &m, &n, &k, &one, a, &lda, b, &ldb, &zero, c, &ldc)
 
 
-cdef inline void _unphase_row(floating *out_row, const floating *scratch, Py_ssize_t length,
-                              Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t phase_len,
-                              floating bias) noexcept nogil:
-    """out_row[x] = scratch[phase(x + pad)] + bias: undo the phase-major layout and crop."""
-    cdef Py_ssize_t r, m, m0, m1, x
-    for r in range(stride):
-        # x = m*stride + r - pad must lie in [0, length)
-        m0 = (pad - r + stride - 1) // stride if pad > r else 0
-        m1 = (length + pad - r + stride - 1) // stride
-        x = m0 * stride + r - pad
-        for m in range(m0, m1):
-            out_row[x] = scratch[r * phase_len + m] + bias
-            x += stride
-
-
 # ---------------------------------------------------------------------------
 # Transposed convolution
 
 
-cdef void _conv_transpose_rows(
+cdef inline void _transpose_plane(
         floating *out, const floating *x, const floating *w, const floating *bias,
-        const floating *cols, Py_ssize_t cols_ld, Py_ssize_t cols_sample,
-        floating *scratch_all, Py_ssize_t scratch_len, const Py_ssize_t *geo,
-        const Py_ssize_t *z_ptr, const Py_ssize_t *z_tap, const Py_ssize_t *z_src,
-        const Py_ssize_t *y_ptr, const Py_ssize_t *y_tap, const Py_ssize_t *y_src,
-        const Py_ssize_t *phase_off, const Py_ssize_t *zeros, Py_ssize_t phase_len,
-        Py_ssize_t batch, Py_ssize_t c_in, Py_ssize_t c_out, Py_ssize_t groups,
-        int mode, int n_threads) noexcept nogil:
-    """Every output row of a transposed convolution.
+        const floating *cols, Py_ssize_t cols_ld, Py_ssize_t n_cols, floating *scratch,
+        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
+        Py_ssize_t plane, int mode) noexcept nogil:
+    """One (sample, channel) output plane of a transposed convolution.
 
-    mode 0: direct, phase-major scratch (source = input rows times weight taps);
-    mode 1: direct, one kernel row per input element (stride-1 dilation, long kernels);
-    mode 2: col2im after GEMM (source = ``cols`` rows, coefficient 1).
+    mode 0 (DIRECT): phase-major scratch, source = input rows times weight taps;
+    mode 1 (KERNEL_ROWS): the x axis of the scratch is unphased and each input element
+    adds a whole (stride-1-dilation) kernel row -- for kernels longer than the input;
+    mode 2 (GEMM): col2im, source = ``cols`` rows (channel, taps) x (sample, position),
+    where this plane's sample is column block ``n_cols`` of ``cols``.
+
+    table: tap offsets (z, y, x) into the scratch plane, then output-position maps
+    (z, y, x) from the cropped output to the scratch plane.
+    sizes: batch, c_in, c_out, groups, plane_len, z_stride, y_stride.
     """
     cdef Py_ssize_t sz = geo[SMALL], sy = geo[SMALL + 1], sx = geo[SMALL + 2]
     cdef Py_ssize_t lz = geo[LARGE], ly = geo[LARGE + 1], lx = geo[LARGE + 2]
     cdef Py_ssize_t kz = geo[KERNEL], ky = geo[KERNEL + 1], kx = geo[KERNEL + 2]
-    cdef Py_ssize_t stride_x = geo[STRIDE + 2], pad_x = geo[PAD + 2]
+    cdef Py_ssize_t stride_x = geo[STRIDE + 2]
+    cdef const Py_ssize_t *z_off = table[0]
+    cdef const Py_ssize_t *y_off = table[1]
+    cdef const Py_ssize_t *x_off = table[2]
+    cdef const Py_ssize_t *z_map = table[3]
+    cdef const Py_ssize_t *y_map = table[4]
+    cdef const Py_ssize_t *x_map = table[5]
+    cdef Py_ssize_t c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
+    cdef Py_ssize_t plane_len = sizes[4], z_stride = sizes[5], y_stride = sizes[6]
     cdef Py_ssize_t cin_g = c_in // groups, cout_g = c_out // groups
-    cdef Py_ssize_t n_rows = batch * c_out * lz * ly
-    cdef Py_ssize_t row, rest, n, co, oz, oy, g, col, cil, ci, a, b, tz, ty
-    cdef Py_ssize_t kernel_size = kz * ky * kx, small_size = sz * sy * sx
-    cdef floating *scratch
-    cdef floating *out_row
+    cdef Py_ssize_t small_size = sz * sy * sx, kernel_size = kz * ky * kx
+    cdef Py_ssize_t n = plane // c_out, co = plane % c_out
+    cdef Py_ssize_t g = co // cout_g, col = co % cout_g
+    cdef Py_ssize_t cil, ci, tz, ty, iz, oz, oy
+    cdef floating *dst
     cdef const floating *src
     cdef const floating *wrow
-    cdef floating bias_value
-
-    with parallel(num_threads=n_threads):
-        scratch = scratch_all + threadid() * scratch_len
-        for row in prange(n_rows, schedule="static"):
-            oy = row % ly
-            rest = row // ly
-            oz = rest % lz
-            rest = rest // lz
-            co = rest % c_out
-            n = rest // c_out
-            g = co // cout_g
-            col = co % cout_g
-            memset(scratch, 0, scratch_len * sizeof(floating))
-            for a in range(z_ptr[oz], z_ptr[oz + 1]):
-                tz = z_tap[a]
-                for b in range(y_ptr[oy], y_ptr[oy + 1]):
-                    ty = y_tap[b]
-                    if mode == 2:
-                        # cols rows are (channel, tz, ty, tx) of this group, columns
-                        # (sample, source position); the kx taps are cols_ld apart.
-                        src = (cols + g * cout_g * kernel_size * cols_ld
-                               + ((col * kz + tz) * ky + ty) * kx * cols_ld
-                               + n * cols_sample + (z_src[a] * sy + y_src[b]) * sx)
-                        _taps_add(scratch, phase_off, src, cols_ld, kx, sx)
-                        continue
-                    for cil in range(cin_g):
-                        ci = g * cin_g + cil
-                        src = x + ((n * c_in + ci) * sz + z_src[a]) * sy * sx + y_src[b] * sx
-                        wrow = w + (((ci * cout_g + col) * kz + tz) * ky + ty) * kx
+    cdef floating bias_value = bias[co] if bias != NULL else 0
+    memset(scratch, 0, plane_len * sizeof(floating))
+    if mode == 2:
+        for tz in range(kz):
+            for ty in range(ky):
+                # rows (col, tz, ty, 0..kx) of this group's columns, cols_ld apart
+                src = (cols + (g * cout_g * kernel_size + ((col * kz + tz) * ky + ty) * kx)
+                       * cols_ld + n_cols * small_size)
+                for iz in range(sz):
+                    _block_add(scratch + z_off[tz] + y_off[ty] + iz * z_stride, x_off,
+                               y_stride, src + iz * sy * sx, cols_ld, kx, sy, sx)
+    else:
+        for cil in range(cin_g):
+            ci = g * cin_g + cil
+            for tz in range(kz):
+                for ty in range(ky):
+                    wrow = w + (((ci * cout_g + col) * kz + tz) * ky + ty) * kx
+                    for iz in range(sz):
+                        dst = scratch + z_off[tz] + y_off[ty] + iz * z_stride
+                        src = x + ((n * c_in + ci) * sz + iz) * sy * sx
                         if mode == 0:
-                            _taps_axpy(scratch, phase_off, src, zeros, wrow, kx, sx)
+                            _block_axpy(dst, x_off, y_stride, src, wrow, kx, sy, sx)
                         else:
-                            _outer_axpy(scratch, stride_x, src, sx, wrow, kx)
-            bias_value = bias[co] if bias != NULL else 0
-            out_row = out + ((n * c_out + co) * lz + oz) * ly * lx + oy * lx
-            if mode == 1:
-                for a in range(lx):
-                    out_row[a] = scratch[a + pad_x] + bias_value
-            else:
-                _unphase_row(out_row, scratch, lx, stride_x, pad_x, phase_len, bias_value)
+                            _block_outer_axpy(dst, y_stride, stride_x, src, wrow, kx, sy, sx)
+    for oz in range(lz):
+        for oy in range(ly):
+            _gather_row(out + ((plane * lz + oz) * ly + oy) * lx,
+                        scratch + z_map[oz] + y_map[oy], x_map, lx, bias_value)
 
 
-cdef void _pack_columns(floating *packed, const floating *x, Py_ssize_t batch,
-                        Py_ssize_t channels, Py_ssize_t size, int n_threads) noexcept nogil:
-    """packed[c, n*size + i] = x[n, c, i]: the batch side by side, for one GEMM."""
-    cdef Py_ssize_t c, n, i
-    for c in prange(channels, schedule="static", num_threads=n_threads):
+cdef void _conv_transpose_planes(
+        floating *out, const floating *x, const floating *w, const floating *bias,
+        floating *scratch_all, const Py_ssize_t *geo, const Py_ssize_t **table,
+        const Py_ssize_t *sizes, int mode, int n_threads) noexcept nogil:
+    """Direct transposed convolution: threads own (sample, channel) planes."""
+    cdef Py_ssize_t plane
+    cdef floating *scratch
+    with parallel(num_threads=n_threads):
+        scratch = scratch_all + threadid() * sizes[4]
+        for plane in prange(sizes[0] * sizes[2], schedule="static"):
+            _transpose_plane(out, x, w, bias, NULL, 0, 0, scratch, geo, table, sizes, plane,
+                             mode)
+
+
+cdef inline void _pack_columns(floating *packed, const floating *x, Py_ssize_t batch,
+                               Py_ssize_t channels, Py_ssize_t size) noexcept nogil:
+    """packed[c, n*size + i] = x[n, c, i]: the samples side by side, for one GEMM."""
+    cdef Py_ssize_t c, n
+    for c in range(channels):
         for n in range(batch):
-            for i in range(size):
-                packed[(c * batch + n) * size + i] = x[(n * channels + c) * size + i]
+            memcpy(packed + (c * batch + n) * size, x + (n * channels + c) * size,
+                   size * sizeof(floating))
+
+
+cdef inline void _columns(floating *cols, const floating *x, floating *packed,
+                          floating *w, Py_ssize_t first, Py_ssize_t count,
+                          const Py_ssize_t *geo, const Py_ssize_t *sizes,
+                          int n_threads) noexcept nogil:
+    """cols = W_g^T @ X_g for samples [first, first+count), every group.
+
+    Row-major cols (rows, width) = W_g^T (rows x cin_g) @ X_g (cin_g x width);
+    column-major: cols^T (width x rows) = X_g^T @ W_g, X_g as 'N', W_g as 'T'.
+    """
+    cdef Py_ssize_t c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
+    cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
+    cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
+    cdef Py_ssize_t cin_g = c_in // groups, rows = (c_out // groups) * kernel_size
+    cdef Py_ssize_t width = count * size
+    cdef floating *source = <floating *> x + first * c_in * size
+    if count > 1:
+        _pack_columns(packed, source, count, c_in, size)
+        source = packed
+    _grouped_gemm(b'N', b'T', <int> width, <int> rows, <int> cin_g,
+                  source, <int> width, cin_g * width,
+                  w, <int> rows, cin_g * rows,
+                  cols, <int> width, rows * width, groups, n_threads)
 
 
 cdef void _grouped_gemm(char *transa, char *transb, int m, int n, int k,
@@ -253,31 +307,56 @@ cdef void _grouped_gemm(char *transa, char *transb, int m, int n, int k,
 
 cdef void _conv_transpose_gemm(
         floating *out, const floating *x, floating *w, const floating *bias,
-        floating *packed, floating *cols, floating *scratch, Py_ssize_t scratch_len,
-        const Py_ssize_t *geo,
-        const Py_ssize_t *z_ptr, const Py_ssize_t *z_tap, const Py_ssize_t *z_src,
-        const Py_ssize_t *y_ptr, const Py_ssize_t *y_tap, const Py_ssize_t *y_src,
-        const Py_ssize_t *phase_off, const Py_ssize_t *zeros, Py_ssize_t phase_len,
-        Py_ssize_t batch, Py_ssize_t c_in, Py_ssize_t c_out, Py_ssize_t groups,
+        floating *packed_all, floating *cols_all, floating *scratch_all,
+        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
         int n_threads, int gemm_threads) noexcept nogil:
-    """columns = W_g^T @ X_g per group (BLAS), then col2im over owned output rows."""
+    """GEMM + col2im, a chunk of samples at a time so the columns are still in cache.
+
+    sizes[7] = samples per chunk.  With at least as many chunks as threads, each
+    thread takes whole chunks (its own single-threaded GEMM, then col2im of that
+    chunk's planes: no barrier, columns hot in its own cache).  Otherwise chunks run
+    one after the other, each GEMM and col2im split over all threads.
+    """
+    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2]
+    cdef Py_ssize_t chunk = sizes[7], plane_len = sizes[4]
     cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
     cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
-    cdef Py_ssize_t cin_g = c_in // groups, cout_g = c_out // groups
-    cdef Py_ssize_t width = batch * size, rows = cout_g * kernel_size
-    cdef floating *source = <floating *> x
-    if batch > 1:
-        _pack_columns(packed, x, batch, c_in, size, n_threads)
-        source = packed
-    # Row-major cols (rows, width) = W_g^T (rows x cin_g) @ X_g (cin_g x width);
-    # column-major: cols^T (width x rows) = X_g^T @ W_g, X_g as 'N', W_g as 'T'.
-    _grouped_gemm(b'N', b'T', <int> width, <int> rows, <int> cin_g,
-                  source, <int> width, cin_g * width,
-                  w, <int> rows, cin_g * rows,
-                  cols, <int> width, rows * width, groups, gemm_threads)
-    _conv_transpose_rows(out, x, w, bias, cols, width, size, scratch, scratch_len, geo,
-                         z_ptr, z_tap, z_src, y_ptr, y_tap, y_src, phase_off, zeros,
-                         phase_len, batch, c_in, c_out, groups, 2, n_threads)
+    cdef Py_ssize_t n_chunks = (batch + chunk - 1) // chunk
+    cdef Py_ssize_t cols_len = c_out * kernel_size * chunk * size
+    cdef Py_ssize_t packed_len = c_in * chunk * size
+    cdef Py_ssize_t item, first, count, plane, tid
+    cdef floating *cols
+    cdef floating *packed
+    cdef floating *scratch
+    cdef int previous = 0
+    if n_chunks >= n_threads and gemm_threads == n_threads:
+        with parallel(num_threads=n_threads):
+            if _blas_set_local != NULL:
+                previous = _blas_set_local(1)
+            tid = threadid()
+            cols = cols_all + tid * cols_len
+            packed = packed_all + tid * packed_len
+            scratch = scratch_all + tid * plane_len
+            for item in prange(n_chunks, schedule="dynamic"):
+                first = item * chunk
+                count = min(chunk, batch - first)
+                _columns(cols, x, packed, w, first, count, geo, sizes, 1)
+                for plane in range(first * c_out, (first + count) * c_out):
+                    _transpose_plane(out, x, w, bias, cols, count * size,
+                                     plane // c_out - first, scratch, geo, table, sizes,
+                                     plane, 2)
+            if _blas_set_local != NULL:
+                _blas_set_local(previous)
+        return
+    for item in range(n_chunks):
+        first = item * chunk
+        count = min(chunk, batch - first)
+        _columns(cols_all, x, packed_all, w, first, count, geo, sizes, gemm_threads)
+        with parallel(num_threads=n_threads):
+            scratch = scratch_all + threadid() * plane_len
+            for plane in prange(first * c_out, (first + count) * c_out, schedule="static"):
+                _transpose_plane(out, x, w, bias, cols_all, count * size,
+                                 plane // c_out - first, scratch, geo, table, sizes, plane, 2)
 
 
 # ---------------------------------------------------------------------------
@@ -307,23 +386,32 @@ cdef void _phase_input(floating *phased, const floating *x, const Py_ssize_t *ge
 
 cdef void _conv_rows(
         floating *out, const floating *phased, const floating *w, const floating *bias,
-        const Py_ssize_t *geo,
-        const Py_ssize_t *z_ptr, const Py_ssize_t *z_tap, const Py_ssize_t *z_src,
-        const Py_ssize_t *y_ptr, const Py_ssize_t *y_tap, const Py_ssize_t *y_src,
-        const Py_ssize_t *phase_off, const Py_ssize_t *zeros, Py_ssize_t phase_len,
-        Py_ssize_t batch, Py_ssize_t c_in, Py_ssize_t c_out, Py_ssize_t groups,
+        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
         int n_threads) noexcept nogil:
-    """Direct convolution: each thread owns output rows and gathers into them."""
+    """Direct convolution: each thread owns output rows and gathers into them.
+
+    table: per output position of the outer axes, its (tap, input position) pairs
+    (z: ptr, tap, src; y: ptr, tap, src), then the x taps' phase offsets and zeros.
+    sizes: batch, c_in, c_out, groups, phase_len.
+    """
     cdef Py_ssize_t sz = geo[SMALL], sy = geo[SMALL + 1], sx = geo[SMALL + 2]
     cdef Py_ssize_t lz = geo[LARGE], ly = geo[LARGE + 1]
     cdef Py_ssize_t kz = geo[KERNEL], ky = geo[KERNEL + 1], kx = geo[KERNEL + 2]
-    cdef Py_ssize_t row_len = geo[STRIDE + 2] * phase_len
+    cdef const Py_ssize_t *z_ptr = table[0]
+    cdef const Py_ssize_t *z_tap = table[1]
+    cdef const Py_ssize_t *z_src = table[2]
+    cdef const Py_ssize_t *y_ptr = table[3]
+    cdef const Py_ssize_t *y_tap = table[4]
+    cdef const Py_ssize_t *y_src = table[5]
+    cdef const Py_ssize_t *phase_off = table[6]
+    cdef const Py_ssize_t *zeros = table[7]
+    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
+    cdef Py_ssize_t row_len = geo[STRIDE + 2] * sizes[4]
     cdef Py_ssize_t cin_g = c_in // groups, cout_g = c_out // groups
-    cdef Py_ssize_t n_rows = batch * c_out * sz * sy
     cdef Py_ssize_t row, rest, n, co, oz, oy, g, cil, ci, a, b, i
     cdef floating *out_row
     cdef floating bias_value
-    for row in prange(n_rows, schedule="static", num_threads=n_threads):
+    for row in prange(batch * c_out * sz * sy, schedule="static", num_threads=n_threads):
         oy = row % sy
         rest = row // sy
         oz = rest % sz
@@ -331,7 +419,7 @@ cdef void _conv_rows(
         co = rest % c_out
         n = rest // c_out
         g = co // cout_g
-        out_row = out + ((n * c_out + co) * sz + oz) * sy * sx + oy * sx
+        out_row = out + row * sx
         bias_value = bias[co] if bias != NULL else 0
         for i in range(sx):
             out_row[i] = bias_value
@@ -347,7 +435,7 @@ cdef void _conv_rows(
 
 
 cdef void _im2col(floating *cols, const floating *phased, const Py_ssize_t *geo,
-                  const Py_ssize_t *phase_off, Py_ssize_t phase_len, Py_ssize_t batch,
+                  const Py_ssize_t *phase_off, Py_ssize_t row_len, Py_ssize_t batch,
                   Py_ssize_t c_in, int n_threads) noexcept nogil:
     """cols[(ci, tz, ty, tx), (n, oz, oy, ox)] = padded input under that tap (from ``phased``)."""
     cdef Py_ssize_t sz = geo[SMALL], sy = geo[SMALL + 1], sx = geo[SMALL + 2]
@@ -356,7 +444,6 @@ cdef void _im2col(floating *cols, const floating *phased, const Py_ssize_t *geo,
     cdef Py_ssize_t s_z = geo[STRIDE], s_y = geo[STRIDE + 1]
     cdef Py_ssize_t d_z = geo[DILATION], d_y = geo[DILATION + 1]
     cdef Py_ssize_t p_z = geo[PAD], p_y = geo[PAD + 1]
-    cdef Py_ssize_t row_len = geo[STRIDE + 2] * phase_len
     cdef Py_ssize_t width = batch * sz * sy * sx
     cdef Py_ssize_t item, rest, ci, tz, ty, tx, n, oz, oy, pz, py, i
     cdef floating *dst
@@ -385,18 +472,17 @@ cdef void _im2col(floating *cols, const floating *phased, const Py_ssize_t *geo,
 
 cdef void _conv_gemm(
         floating *out, const floating *phased, floating *w, const floating *bias,
-        floating *cols, floating *product, const Py_ssize_t *geo,
-        const Py_ssize_t *phase_off, Py_ssize_t phase_len,
-        Py_ssize_t batch, Py_ssize_t c_in, Py_ssize_t c_out, Py_ssize_t groups,
-        int n_threads, int gemm_threads) noexcept nogil:
+        floating *cols, floating *product, const Py_ssize_t *geo, const Py_ssize_t **table,
+        const Py_ssize_t *sizes, int n_threads, int gemm_threads) noexcept nogil:
     """im2col, then out_g = W_g @ cols_g per group (BLAS), then bias and batch layout."""
+    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
     cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
     cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
     cdef Py_ssize_t cin_g = c_in // groups, cout_g = c_out // groups
     cdef Py_ssize_t width = batch * size, depth = cin_g * kernel_size
     cdef Py_ssize_t row, n, co, i
     cdef floating bias_value
-    _im2col(cols, phased, geo, phase_off, phase_len, batch, c_in, n_threads)
+    _im2col(cols, phased, geo, table[6], geo[STRIDE + 2] * sizes[4], batch, c_in, n_threads)
     # Row-major product (cout_g, width) = W_g (cout_g x depth) @ cols_g (depth x width);
     # column-major: product^T = cols_g^T @ W_g^T, both as 'N'.
     _grouped_gemm(b'N', b'N', <int> width, <int> cout_g, <int> depth,
@@ -412,123 +498,87 @@ cdef void _conv_gemm(
 
 
 # ---------------------------------------------------------------------------
-# Python entry points: unpack arrays to pointers, release the GIL, run.
+# Python entry point: unpack arrays to pointers, release the GIL, run.
+
+cdef enum:
+    MAX_TABLES = 8
+    MAX_SIZES = 8
+
 
 cdef inline void *_data(object array):
     return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
-def conv_transpose(cnp.ndarray out, cnp.ndarray x, cnp.ndarray w, object bias,
-                   cnp.ndarray geo, tuple tables, tuple sizes, int algorithm,
-                   object workspace, int n_threads):
-    """Run a transposed convolution into ``out`` (see module docstring).
+def run(bint transposed, int algorithm, cnp.ndarray out, cnp.ndarray x, cnp.ndarray w,
+        object bias, cnp.ndarray geo, tuple tables, tuple sizes, tuple workspace,
+        int n_threads, int gemm_threads):
+    """Run one (transposed) convolution into ``out``.
 
-    tables: (z_ptr, z_tap, z_src, y_ptr, y_tap, y_src, phase_off, zeros) intp arrays.
-    sizes: (batch, c_in, c_out, groups, phase_len, scratch_len, gemm_threads).
-    algorithm: 0 direct (phase scratch), 1 direct (kernel rows), 2 GEMM + col2im.
-    workspace: (scratch, packed, cols) arrays of the computing dtype (packed/cols may
-    be None unless algorithm == 2).
+    algorithm: 0 direct, 1 kernel rows (transposed only), 2 GEMM.
+    tables: intp arrays, see _conv_transpose_planes / _conv_rows.
+    sizes: ints, see the same.
+    workspace: transposed (scratch planes, packed input, columns);
+               convolution (phased input, columns, product).  Unused ones may be None.
+    gemm_threads: threads for the BLAS blocks (1 when BLAS threading is not ours to set).
     """
-    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
-    cdef Py_ssize_t phase_len = sizes[4], scratch_len = sizes[5]
-    cdef int gemm_threads = sizes[6]
+    cdef const Py_ssize_t *table[MAX_TABLES]
+    cdef Py_ssize_t size_values[MAX_SIZES]
+    cdef Py_ssize_t i
+    if len(tables) > MAX_TABLES or len(sizes) > MAX_SIZES or len(workspace) != 3:
+        raise ValueError("internal: too many kernel tables or sizes")
+    for i in range(len(tables)):
+        table[i] = <const Py_ssize_t *> _data(tables[i])
+    for i in range(len(sizes)):
+        size_values[i] = sizes[i]
     cdef const Py_ssize_t *g = <const Py_ssize_t *> _data(geo)
-    cdef const Py_ssize_t *zp = <const Py_ssize_t *> _data(tables[0])
-    cdef const Py_ssize_t *zt = <const Py_ssize_t *> _data(tables[1])
-    cdef const Py_ssize_t *zs = <const Py_ssize_t *> _data(tables[2])
-    cdef const Py_ssize_t *yp = <const Py_ssize_t *> _data(tables[3])
-    cdef const Py_ssize_t *yt = <const Py_ssize_t *> _data(tables[4])
-    cdef const Py_ssize_t *ys = <const Py_ssize_t *> _data(tables[5])
-    cdef const Py_ssize_t *phase_off = <const Py_ssize_t *> _data(tables[6])
-    cdef const Py_ssize_t *zeros = <const Py_ssize_t *> _data(tables[7])
     cdef void *o = _data(out)
     cdef void *xp = _data(x)
     cdef void *wp = _data(w)
     cdef void *bp = _data(bias)
-    cdef void *scratch = _data(workspace[0])
-    cdef void *packed = _data(workspace[1])
-    cdef void *cols = _data(workspace[2])
+    cdef void *w0 = _data(workspace[0])
+    cdef void *w1 = _data(workspace[1])
+    cdef void *w2 = _data(workspace[2])
+    cdef Py_ssize_t rows = size_values[0] * size_values[1] * g[LARGE] * g[LARGE + 1]
     if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT:
         with nogil:
-            if algorithm == 2:
+            if transposed and algorithm == 2:
                 _conv_transpose_gemm(<float *> o, <const float *> xp, <float *> wp,
-                                     <const float *> bp, <float *> packed, <float *> cols,
-                                     <float *> scratch, scratch_len, g, zp, zt, zs, yp, yt,
-                                     ys, phase_off, zeros, phase_len, batch, c_in, c_out,
-                                     groups, n_threads, gemm_threads)
+                                     <const float *> bp, <float *> w1, <float *> w2,
+                                     <float *> w0, g, table, size_values, n_threads,
+                                     gemm_threads)
+            elif transposed:
+                _conv_transpose_planes(<float *> o, <const float *> xp, <const float *> wp,
+                                       <const float *> bp, <float *> w0, g, table,
+                                       size_values, algorithm, n_threads)
             else:
-                _conv_transpose_rows(<float *> o, <const float *> xp, <const float *> wp,
-                                     <const float *> bp, NULL, 0, 0, <float *> scratch,
-                                     scratch_len, g, zp, zt, zs, yp, yt, ys, phase_off,
-                                     zeros, phase_len, batch, c_in, c_out, groups,
-                                     algorithm, n_threads)
+                _phase_input(<float *> w0, <const float *> xp, g, rows, size_values[4],
+                             n_threads)
+                if algorithm == 2:
+                    _conv_gemm(<float *> o, <const float *> w0, <float *> wp,
+                               <const float *> bp, <float *> w1, <float *> w2, g, table,
+                               size_values, n_threads, gemm_threads)
+                else:
+                    _conv_rows(<float *> o, <const float *> w0, <const float *> wp,
+                               <const float *> bp, g, table, size_values, n_threads)
     else:
         with nogil:
-            if algorithm == 2:
+            if transposed and algorithm == 2:
                 _conv_transpose_gemm(<double *> o, <const double *> xp, <double *> wp,
-                                     <const double *> bp, <double *> packed,
-                                     <double *> cols, <double *> scratch, scratch_len, g,
-                                     zp, zt, zs, yp, yt, ys, phase_off, zeros, phase_len,
-                                     batch, c_in, c_out, groups, n_threads, gemm_threads)
+                                     <const double *> bp, <double *> w1, <double *> w2,
+                                     <double *> w0, g, table, size_values, n_threads,
+                                     gemm_threads)
+            elif transposed:
+                _conv_transpose_planes(<double *> o, <const double *> xp,
+                                       <const double *> wp, <const double *> bp,
+                                       <double *> w0, g, table, size_values, algorithm,
+                                       n_threads)
             else:
-                _conv_transpose_rows(<double *> o, <const double *> xp, <const double *> wp,
-                                     <const double *> bp, NULL, 0, 0, <double *> scratch,
-                                     scratch_len, g, zp, zt, zs, yp, yt, ys, phase_off,
-                                     zeros, phase_len, batch, c_in, c_out, groups,
-                                     algorithm, n_threads)
-
-
-def conv(cnp.ndarray out, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray geo,
-         tuple tables, tuple sizes, int algorithm, object workspace, int n_threads):
-    """Run a convolution into ``out``.
-
-    tables: as for conv_transpose but grouped by *small* (output) positions.
-    sizes: (batch, c_in, c_out, groups, phase_len, unused, gemm_threads).
-    algorithm: 0 direct, 2 im2col + GEMM.
-    workspace: (phased, cols, product); cols/product may be None unless algorithm == 2.
-    """
-    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
-    cdef Py_ssize_t phase_len = sizes[4]
-    cdef int gemm_threads = sizes[6]
-    cdef const Py_ssize_t *g = <const Py_ssize_t *> _data(geo)
-    cdef const Py_ssize_t *zp = <const Py_ssize_t *> _data(tables[0])
-    cdef const Py_ssize_t *zt = <const Py_ssize_t *> _data(tables[1])
-    cdef const Py_ssize_t *zs = <const Py_ssize_t *> _data(tables[2])
-    cdef const Py_ssize_t *yp = <const Py_ssize_t *> _data(tables[3])
-    cdef const Py_ssize_t *yt = <const Py_ssize_t *> _data(tables[4])
-    cdef const Py_ssize_t *ys = <const Py_ssize_t *> _data(tables[5])
-    cdef const Py_ssize_t *phase_off = <const Py_ssize_t *> _data(tables[6])
-    cdef const Py_ssize_t *zeros = <const Py_ssize_t *> _data(tables[7])
-    cdef void *o = _data(out)
-    cdef void *xp = _data(x)
-    cdef void *wp = _data(w)
-    cdef void *bp = _data(bias)
-    cdef void *phased = _data(workspace[0])
-    cdef void *cols = _data(workspace[1])
-    cdef void *product = _data(workspace[2])
-    cdef Py_ssize_t rows = batch * c_in * g[LARGE] * g[LARGE + 1]
-    if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT:
-        with nogil:
-            _phase_input(<float *> phased, <const float *> xp, g, rows, phase_len, n_threads)
-            if algorithm == 2:
-                _conv_gemm(<float *> o, <const float *> phased, <float *> wp,
-                           <const float *> bp, <float *> cols, <float *> product, g,
-                           phase_off, phase_len, batch, c_in, c_out, groups, n_threads,
-                           gemm_threads)
-            else:
-                _conv_rows(<float *> o, <const float *> phased, <const float *> wp,
-                           <const float *> bp, g, zp, zt, zs, yp, yt, ys, phase_off, zeros,
-                           phase_len, batch, c_in, c_out, groups, n_threads)
-    else:
-        with nogil:
-            _phase_input(<double *> phased, <const double *> xp, g, rows, phase_len,
-                         n_threads)
-            if algorithm == 2:
-                _conv_gemm(<double *> o, <const double *> phased, <double *> wp,
-                           <const double *> bp, <double *> cols, <double *> product, g,
-                           phase_off, phase_len, batch, c_in, c_out, groups, n_threads,
-                           gemm_threads)
-            else:
-                _conv_rows(<double *> o, <const double *> phased, <const double *> wp,
-                           <const double *> bp, g, zp, zt, zs, yp, yt, ys, phase_off,
-                           zeros, phase_len, batch, c_in, c_out, groups, n_threads)
+                _phase_input(<double *> w0, <const double *> xp, g, rows, size_values[4],
+                             n_threads)
+                if algorithm == 2:
+                    _conv_gemm(<double *> o, <const double *> w0, <double *> wp,
+                               <const double *> bp, <double *> w1, <double *> w2, g, table,
+                               size_values, n_threads, gemm_threads)
+                else:
+                    _conv_rows(<double *> o, <const double *> w0, <const double *> wp,
+                               <const double *> bp, g, table, size_values, n_threads)

@@ -32,28 +32,53 @@ STC_CLONES static void stc_taps_axpy_##SUFFIX(                                  
         for (ptrdiff_t i = 0; i < n; ++i) d[i] += a * s[i];                                \
     }                                                                                      \
 }                                                                                          \
-/* dst[dst_off[k] + i] += src[k * src_stride + i] for k < n_taps, i < n (col2im) */        \
-STC_CLONES static void stc_taps_add_##SUFFIX(                                              \
-    T *restrict dst, const ptrdiff_t *dst_off, const T *restrict src,                      \
-    ptrdiff_t src_stride, ptrdiff_t n_taps, ptrdiff_t n)                                   \
+/* Block forms: n_rows consecutive source rows of length n (the input's y axis)   */     \
+/* land n_rows destination rows dst_stride apart.                                  */     \
+/* dst[dst_off[k] + r*dst_stride + i] += src[k*src_stride + r*n + i]  (col2im)     */     \
+STC_CLONES static void stc_block_add_##SUFFIX(                                             \
+    T *restrict dst, const ptrdiff_t *dst_off, ptrdiff_t dst_stride,                       \
+    const T *restrict src, ptrdiff_t src_stride, ptrdiff_t n_taps, ptrdiff_t n_rows,       \
+    ptrdiff_t n)                                                                           \
+{                                                                                          \
+    for (ptrdiff_t k = 0; k < n_taps; ++k)                                                 \
+        for (ptrdiff_t r = 0; r < n_rows; ++r) {                                           \
+            T *restrict d = dst + dst_off[k] + r * dst_stride;                             \
+            const T *restrict s = src + k * src_stride + r * n;                            \
+            for (ptrdiff_t i = 0; i < n; ++i) d[i] += s[i];                                \
+        }                                                                                  \
+}                                                                                          \
+/* dst[dst_off[k] + r*dst_stride + i] += w[k] * src[r*n + i]                       */     \
+STC_CLONES static void stc_block_axpy_##SUFFIX(                                            \
+    T *restrict dst, const ptrdiff_t *dst_off, ptrdiff_t dst_stride,                       \
+    const T *restrict src, const T *w, ptrdiff_t n_taps, ptrdiff_t n_rows, ptrdiff_t n)    \
 {                                                                                          \
     for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
-        T *restrict d = dst + dst_off[k];                                                  \
-        const T *restrict s = src + k * src_stride;                                        \
-        for (ptrdiff_t i = 0; i < n; ++i) d[i] += s[i];                                    \
+        T a = w[k];                                                                        \
+        for (ptrdiff_t r = 0; r < n_rows; ++r) {                                           \
+            T *restrict d = dst + dst_off[k] + r * dst_stride;                             \
+            const T *restrict s = src + r * n;                                             \
+            for (ptrdiff_t i = 0; i < n; ++i) d[i] += a * s[i];                            \
+        }                                                                                  \
     }                                                                                      \
 }                                                                                          \
-/* dst[i*step + k] += src[i] * w[k] for i < n_src, k < n_taps: one kernel row per   */     \
-/* input element, for kernels longer than the input row (e.g. FCN-32s)              */     \
-STC_CLONES static void stc_outer_axpy_##SUFFIX(                                            \
-    T *restrict dst, ptrdiff_t step, const T *restrict src, ptrdiff_t n_src,               \
-    const T *restrict w, ptrdiff_t n_taps)                                                 \
+/* dst[r*dst_stride + i*step + k] += src[r*n + i] * w[k]: one kernel row per input */     \
+/* element, for kernels longer than the input row (e.g. FCN-32s)                  */     \
+STC_CLONES static void stc_block_outer_axpy_##SUFFIX(                                      \
+    T *restrict dst, ptrdiff_t dst_stride, ptrdiff_t step, const T *restrict src,          \
+    const T *restrict w, ptrdiff_t n_taps, ptrdiff_t n_rows, ptrdiff_t n)                  \
 {                                                                                          \
-    for (ptrdiff_t i = 0; i < n_src; ++i) {                                                \
-        T a = src[i];                                                                      \
-        T *restrict d = dst + i * step;                                                    \
-        for (ptrdiff_t k = 0; k < n_taps; ++k) d[k] += a * w[k];                           \
-    }                                                                                      \
+    for (ptrdiff_t r = 0; r < n_rows; ++r)                                                 \
+        for (ptrdiff_t i = 0; i < n; ++i) {                                                \
+            T a = src[r * n + i];                                                          \
+            T *restrict d = dst + r * dst_stride + i * step;                               \
+            for (ptrdiff_t k = 0; k < n_taps; ++k) d[k] += a * w[k];                       \
+        }                                                                                  \
+}                                                                                          \
+/* out[i] = src[map[i]] + bias: crop and un-phase one output row                   */     \
+STC_CLONES static void stc_gather_row_##SUFFIX(                                            \
+    T *restrict out, const T *restrict src, const ptrdiff_t *map, ptrdiff_t n, T bias)     \
+{                                                                                          \
+    for (ptrdiff_t i = 0; i < n; ++i) out[i] = src[map[i]] + bias;                         \
 }
 
 STC_DEFINE_ROWOPS(float, f)
