@@ -138,6 +138,10 @@ def make_ort(case, x, w, b, n_threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = n_threads
     options.inter_op_num_threads = 1
+    # ORT's workers otherwise spin ~45 ms after each run, stealing the next library's
+    # cores (see time_interleaved); after the idle gap it would have to wake them anyway.
+    options.add_session_config_entry("session.intra_op.allow_spinning",
+                                     "1" if make_ort.spinning else "0")
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     feed = {"x": x}
@@ -163,6 +167,9 @@ def make_ours(backend, algorithm=None, conv=False):
     return maker
 
 
+make_ort.spinning = False
+
+
 def make_sparse(case, x, w, b, n_threads):
     """CSR matrix times the batch; the build is timed once and reported apart."""
     start = time.perf_counter()
@@ -185,21 +192,39 @@ make_sparse.build_seconds = {}
 
 # ---------------------------------------------------------------------------
 
-def time_interleaved(callables, budget_seconds, min_rounds=7, max_rounds=400):
-    """Median seconds per callable, measured in interleaved rounds after a warm-up."""
-    for call in callables.values():
+def time_interleaved(callables, budget_seconds, gap_seconds, block_seconds=0.02,
+                     min_rounds=7, max_rounds=25, max_block=200):
+    """Median seconds per call of each callable, in interleaved rounds of blocks.
+
+    Each round gives every competitor, in turn, one block: an idle gap, one untimed
+    warm-up call, then back-to-back timed calls filling about ``block_seconds``.
+
+    The gap matters on a 2-core machine: thread pools spin-wait after a call
+    (measured here: ONNX Runtime's ~45 ms unless told not to, PyTorch's OpenMP
+    ~10 ms, ours ~8 ms), and a spinning pool steals the cores of whichever library
+    runs next.  After the gap every pool is quiet; the warm-up call then absorbs the
+    cost of waking threads and vCPUs (after ~50 ms idle this VM's second vCPU wakes
+    slowly), so the timed calls are warm, as in a real loop.
+    """
+    estimates = {}
+    for name, call in callables.items():
         call()
-    start = time.perf_counter()
-    for call in callables.values():
+        start = time.perf_counter()
         call()
-    one_round = max(time.perf_counter() - start, 1e-7)
+        estimates[name] = max(time.perf_counter() - start, 1e-7)
+    one_round = sum(max(e, min(block_seconds, e * max_block)) + gap_seconds + e
+                    for e in estimates.values())
     rounds = int(min(max_rounds, max(min_rounds, budget_seconds / one_round)))
     samples = {name: [] for name in callables}
     for _ in range(rounds):
         for name, call in callables.items():
-            t0 = time.perf_counter()
+            if gap_seconds:
+                time.sleep(gap_seconds)
             call()
-            samples[name].append(time.perf_counter() - t0)
+            for _ in range(int(min(max_block, max(1, block_seconds / estimates[name])))):
+                t0 = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - t0)
     return {name: statistics.median(s) for name, s in samples.items()}, rounds
 
 
@@ -235,7 +260,7 @@ def geomean(values):
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
-def run_table(cases, n_threads, competitors, dtype, budget, conv=False):
+def run_table(cases, n_threads, competitors, dtype, budget, gap, conv=False):
     print(f"\n## {'convolution' if conv else 'transposed convolution'}, {np.dtype(dtype).name}, "
           f"{n_threads} thread{'s' if n_threads > 1 else ''}\n")
     names = list(competitors)
@@ -267,7 +292,7 @@ def run_table(cases, n_threads, competitors, dtype, budget, conv=False):
             except Skip as why:
                 skipped.setdefault(name, set()).add(f"{case.name}: {why}")
         with stc.threads(n_threads):
-            medians, rounds = time_interleaved(callables, budget)
+            medians, rounds = time_interleaved(callables, budget, gap)
         auto = medians.get("auto")
         peers = [medians[p] for p in ("torch", "ort") if p in medians]
         r_torch = auto / medians["torch"] if auto and "torch" in medians else None
@@ -301,9 +326,15 @@ def main(argv=None):
     parser.add_argument("--no-sparse", action="store_true", help="skip the sparse backend")
     parser.add_argument("--algorithms", action="store_true",
                         help="also time the direct and GEMM algorithms forced")
-    parser.add_argument("--budget", type=float, default=1.5, help="seconds per case")
+    parser.add_argument("--budget", type=float, default=3.0,
+                        help="seconds per case and thread count (roughly)")
+    parser.add_argument("--ort-spinning", action="store_true",
+                        help="leave ONNX Runtime's spin-waiting on (its default)")
+    parser.add_argument("--gap", type=float, default=0.02,
+                        help="idle seconds before each timed call (lets thread pools settle)")
     args = parser.parse_args(argv)
     cases = [CASES[name] for name in args.cases]
+    make_ort.spinning = args.ort_spinning
     dtype = np.float64 if args.float64 else np.float32
     print(f"sparsetconv {stc.__version__}, OpenMP {stc.openmp_enabled()}, numpy {np.__version__}")
     try:
@@ -328,7 +359,7 @@ def main(argv=None):
     if not (args.no_sparse or args.float64 or args.conv):
         competitors["sparse"] = make_sparse
     for n_threads in args.threads:
-        run_table(cases, n_threads, competitors, dtype, args.budget, conv=args.conv)
+        run_table(cases, n_threads, competitors, dtype, args.budget, args.gap, conv=args.conv)
 
 
 class TransposedSuite:

@@ -23,7 +23,7 @@ from math import prod
 import numpy as np
 
 from . import _kernels
-from ._threads import BLAS_THREAD_HOOK, get_num_threads
+from ._threads import BLAS_THREAD_HOOK, current_threads
 from .matrix import _axis_relation
 from .shapes import Geometry
 
@@ -170,12 +170,15 @@ def _conv_tables(g):
 
 
 _local = threading.local()
+# Workspaces up to this many elements are allocated per call (cheap, never faulted
+# twice); larger ones are kept per Python thread and reused.
+SMALL_WORKSPACE = 1 << 16
 
 
 def _workspace(slot, size, dtype):
-    """A reusable per-Python-thread buffer: large workspaces are not re-faulted per call."""
-    if size == 0:
-        return None
+    """A buffer of ``size`` elements; large ones are reused per Python thread."""
+    if size <= SMALL_WORKSPACE:
+        return np.empty(size, dtype=dtype)
     buffers = getattr(_local, "buffers", None)
     if buffers is None:
         buffers = _local.buffers = {}
@@ -186,28 +189,54 @@ def _workspace(slot, size, dtype):
     return buffer[:size]
 
 
-def thread_count(plan):
-    """Threads for this call: the setting, but one per FLOPS_PER_THREAD of work at most."""
-    n = get_num_threads()
-    if n > 1:
-        n = max(1, min(n, plan.flops // FLOPS_PER_THREAD))
-    return n
+class Executor:
+    """Backend "direct" for one plan: everything decided up front, a short call path.
+
+    Calling it with ``(x, w, b)`` converts the arrays only when they are not already
+    C-contiguous in the computing dtype, allocates the output, picks the thread count
+    (the current setting, capped by the work: ``FLOPS_PER_THREAD`` per thread) and runs
+    the prepared :class:`_kernels.Kernel` with the GIL released.
+    """
+
+    __slots__ = ("plan", "algorithm", "kernel", "dtype", "output_shape", "max_threads",
+                 "workspace", "per_thread")
+
+    def __init__(self, plan, algorithm=None):
+        if algorithm is None:
+            algorithm = choose_algorithm(plan)
+        setup = kernel_setup(plan, algorithm)
+        self.plan = plan
+        self.algorithm = algorithm
+        self.kernel = _kernels.Kernel(plan.transposed, algorithm, setup.geo, setup.tables,
+                                      setup.sizes)
+        self.dtype = plan.dtype
+        self.output_shape = plan.output_shape
+        self.max_threads = max(1, plan.flops // FLOPS_PER_THREAD)
+        self.workspace = setup.workspace
+        self.per_thread = plan.transposed
+
+    def __call__(self, x, w, b):
+        dtype = self.dtype
+        if x.dtype is not dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=dtype)
+        if w.dtype is not dtype or not w.flags.c_contiguous:
+            w = np.ascontiguousarray(w, dtype=dtype)
+        if b is not None and (b.dtype is not dtype or not b.flags.c_contiguous):
+            b = np.ascontiguousarray(b, dtype=dtype)
+        out = np.empty(self.output_shape, dtype=dtype)
+        n_threads = current_threads()
+        if n_threads > self.max_threads:
+            n_threads = self.max_threads
+        copies = n_threads if self.per_thread else 1
+        first, second, third = self.workspace
+        self.kernel(out, x, w, b,
+                    _workspace(0, copies * first, dtype) if first else None,
+                    _workspace(1, copies * second, dtype) if second else None,
+                    _workspace(2, copies * third, dtype) if third else None,
+                    n_threads, n_threads if BLAS_THREAD_HOOK else 1)
+        return out
 
 
 def run(plan, x, w, b, algorithm=None):
-    """Backend "direct": compute ``plan`` on the compiled kernels."""
-    if algorithm is None:
-        algorithm = choose_algorithm(plan)
-    setup = kernel_setup(plan, algorithm)
-    dtype = plan.dtype
-    x = np.ascontiguousarray(x, dtype=dtype)
-    w = np.ascontiguousarray(w, dtype=dtype)
-    b = None if b is None else np.ascontiguousarray(b, dtype=dtype)
-    out = np.empty(plan.output_shape, dtype=dtype)
-    n_threads = thread_count(plan)
-    copies = n_threads if plan.transposed else 1  # transposed: one set per thread
-    workspace = tuple(_workspace(slot, copies * size, dtype)
-                      for slot, size in enumerate(setup.workspace))
-    _kernels.run(plan.transposed, setup.algorithm, out, x, w, b, setup.geo, setup.tables,
-                 setup.sizes, workspace, n_threads, n_threads if BLAS_THREAD_HOOK else 1)
-    return out
+    """Compute ``plan`` on the compiled kernels (uncached; see :class:`Executor`)."""
+    return Executor(plan, algorithm)(x, w, b)

@@ -498,87 +498,97 @@ cdef void _conv_gemm(
 
 
 # ---------------------------------------------------------------------------
-# Python entry point: unpack arrays to pointers, release the GIL, run.
+# Python entry point: a prepared kernel holds its tables as raw pointers, so a call
+# only unpacks the arrays, releases the GIL and runs.
 
 cdef enum:
     MAX_TABLES = 8
     MAX_SIZES = 8
+    GEO_LEN = 18
 
 
 cdef inline void *_data(object array):
     return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
-def run(bint transposed, int algorithm, cnp.ndarray out, cnp.ndarray x, cnp.ndarray w,
-        object bias, cnp.ndarray geo, tuple tables, tuple sizes, tuple workspace,
-        int n_threads, int gemm_threads):
-    """Run one (transposed) convolution into ``out``.
+cdef class Kernel:
+    """One prepared (transposed) convolution: geometry, tables and sizes, fixed.
 
-    algorithm: 0 direct, 1 kernel rows (transposed only), 2 GEMM.
-    tables: intp arrays, see _conv_transpose_planes / _conv_rows.
+    transposed, algorithm: which kernel (algorithm 0 direct, 1 kernel rows -- transposed
+    only --, 2 GEMM).
+    geo: 18 intp (small, large, kernel, stride, dilation, pad_begin; z, y, x each).
+    tables: intp arrays, see _transpose_plane / _conv_rows; kept alive here.
     sizes: ints, see the same.
-    workspace: transposed (scratch planes, packed input, columns);
-               convolution (phased input, columns, product).  Unused ones may be None.
-    gemm_threads: threads for the BLAS blocks (1 when BLAS threading is not ours to set).
     """
+
+    cdef readonly bint transposed
+    cdef readonly int algorithm
+    cdef object _keep
     cdef const Py_ssize_t *table[MAX_TABLES]
-    cdef Py_ssize_t size_values[MAX_SIZES]
-    cdef Py_ssize_t i
-    if len(tables) > MAX_TABLES or len(sizes) > MAX_SIZES or len(workspace) != 3:
-        raise ValueError("internal: too many kernel tables or sizes")
-    for i in range(len(tables)):
-        table[i] = <const Py_ssize_t *> _data(tables[i])
-    for i in range(len(sizes)):
-        size_values[i] = sizes[i]
-    cdef const Py_ssize_t *g = <const Py_ssize_t *> _data(geo)
-    cdef void *o = _data(out)
-    cdef void *xp = _data(x)
-    cdef void *wp = _data(w)
-    cdef void *bp = _data(bias)
-    cdef void *w0 = _data(workspace[0])
-    cdef void *w1 = _data(workspace[1])
-    cdef void *w2 = _data(workspace[2])
-    cdef Py_ssize_t rows = size_values[0] * size_values[1] * g[LARGE] * g[LARGE + 1]
-    if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT:
-        with nogil:
-            if transposed and algorithm == 2:
-                _conv_transpose_gemm(<float *> o, <const float *> xp, <float *> wp,
-                                     <const float *> bp, <float *> w1, <float *> w2,
-                                     <float *> w0, g, table, size_values, n_threads,
-                                     gemm_threads)
-            elif transposed:
-                _conv_transpose_planes(<float *> o, <const float *> xp, <const float *> wp,
-                                       <const float *> bp, <float *> w0, g, table,
-                                       size_values, algorithm, n_threads)
-            else:
-                _phase_input(<float *> w0, <const float *> xp, g, rows, size_values[4],
-                             n_threads)
-                if algorithm == 2:
-                    _conv_gemm(<float *> o, <const float *> w0, <float *> wp,
-                               <const float *> bp, <float *> w1, <float *> w2, g, table,
-                               size_values, n_threads, gemm_threads)
-                else:
-                    _conv_rows(<float *> o, <const float *> w0, <const float *> wp,
-                               <const float *> bp, g, table, size_values, n_threads)
+    cdef Py_ssize_t sizes[MAX_SIZES]
+    cdef Py_ssize_t geo[GEO_LEN]
+
+    def __init__(self, bint transposed, int algorithm, cnp.ndarray geo, tuple tables,
+                 tuple sizes):
+        cdef Py_ssize_t i
+        if (len(tables) > MAX_TABLES or len(sizes) > MAX_SIZES or geo.shape[0] != GEO_LEN
+                or cnp.PyArray_TYPE(geo) != cnp.NPY_INTP):
+            raise ValueError("internal: malformed kernel tables")
+        for i in range(len(tables)):
+            if cnp.PyArray_TYPE(<cnp.ndarray> tables[i]) != cnp.NPY_INTP:
+                raise ValueError("internal: kernel tables must be intp")
+            self.table[i] = <const Py_ssize_t *> _data(tables[i])
+        for i in range(len(sizes)):
+            self.sizes[i] = sizes[i]
+        for i in range(GEO_LEN):
+            self.geo[i] = (<Py_ssize_t *> _data(geo))[i]
+        self.transposed = transposed
+        self.algorithm = algorithm
+        self._keep = tables
+
+    def __call__(self, cnp.ndarray out, cnp.ndarray x, cnp.ndarray w, object bias,
+                 object work0, object work1, object work2, int n_threads, int gemm_threads):
+        """Compute into ``out``; all arrays C-contiguous in out's dtype (float32/64).
+
+        Workspaces: transposed (scratch planes, packed input, columns), one set per
+        thread; convolution (phased input, columns, product).  Unused ones may be None.
+        gemm_threads: threads for the BLAS blocks (1 when BLAS threading is not ours).
+        """
+        cdef void *o = _data(out)
+        cdef void *xp = _data(x)
+        cdef void *wp = _data(w)
+        cdef void *bp = _data(bias)
+        cdef void *w0 = _data(work0)
+        cdef void *w1 = _data(work1)
+        cdef void *w2 = _data(work2)
+        if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT:
+            with nogil:
+                _dispatch(self.transposed, self.algorithm, self.geo, self.table, self.sizes,
+                          <float *> o, <const float *> xp, <float *> wp, <const float *> bp,
+                          <float *> w0, <float *> w1, <float *> w2, n_threads, gemm_threads)
+        else:
+            with nogil:
+                _dispatch(self.transposed, self.algorithm, self.geo, self.table, self.sizes,
+                          <double *> o, <const double *> xp, <double *> wp,
+                          <const double *> bp, <double *> w0, <double *> w1, <double *> w2,
+                          n_threads, gemm_threads)
+
+
+cdef void _dispatch(bint transposed, int algorithm, const Py_ssize_t *geo,
+                    const Py_ssize_t **table, const Py_ssize_t *sizes, floating *out,
+                    const floating *x, floating *w, const floating *bias, floating *w0,
+                    floating *w1, floating *w2, int n_threads,
+                    int gemm_threads) noexcept nogil:
+    cdef Py_ssize_t rows
+    if transposed and algorithm == 2:
+        _conv_transpose_gemm(out, x, w, bias, w1, w2, w0, geo, table, sizes, n_threads,
+                             gemm_threads)
+    elif transposed:
+        _conv_transpose_planes(out, x, w, bias, w0, geo, table, sizes, algorithm, n_threads)
     else:
-        with nogil:
-            if transposed and algorithm == 2:
-                _conv_transpose_gemm(<double *> o, <const double *> xp, <double *> wp,
-                                     <const double *> bp, <double *> w1, <double *> w2,
-                                     <double *> w0, g, table, size_values, n_threads,
-                                     gemm_threads)
-            elif transposed:
-                _conv_transpose_planes(<double *> o, <const double *> xp,
-                                       <const double *> wp, <const double *> bp,
-                                       <double *> w0, g, table, size_values, algorithm,
-                                       n_threads)
-            else:
-                _phase_input(<double *> w0, <const double *> xp, g, rows, size_values[4],
-                             n_threads)
-                if algorithm == 2:
-                    _conv_gemm(<double *> o, <const double *> w0, <double *> wp,
-                               <const double *> bp, <double *> w1, <double *> w2, g, table,
-                               size_values, n_threads, gemm_threads)
-                else:
-                    _conv_rows(<double *> o, <const double *> w0, <const double *> wp,
-                               <const double *> bp, g, table, size_values, n_threads)
+        rows = sizes[0] * sizes[1] * geo[LARGE] * geo[LARGE + 1]
+        _phase_input(w0, x, geo, rows, sizes[4], n_threads)
+        if algorithm == 2:
+            _conv_gemm(out, w0, w, bias, w1, w2, geo, table, sizes, n_threads, gemm_threads)
+        else:
+            _conv_rows(out, w0, w, bias, geo, table, sizes, n_threads)

@@ -19,6 +19,14 @@ from ._validation import as_int
 __all__ = ["set_num_threads", "get_num_threads", "threads", "openmp_enabled"]
 
 _requested = None
+_OPENMP = openmp_enabled()
+
+
+def current_threads():
+    """get_num_threads() for the kernels' hot path."""
+    if _requested is not None:
+        return _requested
+    return openmp_max_threads() if _OPENMP else 1
 
 
 def get_num_threads():
@@ -31,9 +39,7 @@ def get_num_threads():
     >>> get_num_threads() >= 1
     True
     """
-    if not openmp_enabled():
-        return 1
-    return _requested if _requested is not None else openmp_max_threads()
+    return current_threads()
 
 
 def set_num_threads(n):
@@ -56,7 +62,7 @@ def set_num_threads(n):
     n = as_int(n, "n")
     if n < 1:
         raise ValueError(f"the number of threads must be >= 1, got n={n}")
-    _requested = n
+    _requested = n if _OPENMP else 1
 
 
 @contextlib.contextmanager

@@ -12,12 +12,13 @@ Each call is validated and normalised once into a :class:`~sparsetconv._plan.Con
 The 1-D/2-D/3-D names are thin aliases of the N-d functions that only pin the rank.
 """
 
+import functools
 import inspect
 
 import numpy as np
 
 from . import _compiled
-from ._plan import check_backend, make_plan
+from ._plan import _plain, check_backend, make_plan
 from .matrix import _operator_matrix
 
 __all__ = [
@@ -118,11 +119,44 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
                   dilation, None, backend)
 
 
+# Prepared calls, keyed by everything but the array data: a repeated call costs one
+# dictionary look-up on top of the kernel.  Bounded; cleared when full.
+_CALLS = {}
+_MAX_CALLS = 2048
+
+
 def _apply(transposed, rank, input, weight, bias, stride, padding, output_padding, groups,
            dilation, output_size, backend):
-    x = np.asarray(input)
-    w = np.asarray(weight)
-    b = None if bias is None else np.asarray(bias)
+    x = input if type(input) is np.ndarray else np.asarray(input)
+    w = weight if type(weight) is np.ndarray else np.asarray(weight)
+    if bias is None:
+        b, bias_key = None, None
+    else:
+        b = bias if type(bias) is np.ndarray else np.asarray(bias)
+        bias_key = (b.shape, b.dtype)
+    key = (transposed, rank, x.shape, x.dtype, w.shape, w.dtype, bias_key, stride, padding,
+           output_padding, groups, dilation, output_size, backend)
+    # Only plain ints, strs and tuples may be looked up: 2.0 == 2 and True == 1 as dict
+    # keys, and those must still reach validation (and its TypeError).
+    plain = ((type(stride) is int and type(padding) is int and type(output_padding) is int
+              and type(groups) is int and type(dilation) is int and output_size is None
+              and type(backend) is str)
+             or _plain((stride, padding, output_padding, groups, dilation, output_size,
+                        backend)))
+    call = _CALLS.get(key) if plain else None
+    if call is None:
+        call = _prepare(transposed, rank, x, w, b, stride, padding, output_padding, groups,
+                        dilation, output_size, backend)
+        if plain:
+            if len(_CALLS) >= _MAX_CALLS:
+                _CALLS.clear()
+            _CALLS[key] = call
+    return call(x, w, b)
+
+
+def _prepare(transposed, rank, x, w, b, stride, padding, output_padding, groups, dilation,
+             output_size, backend):
+    """Validate one call signature and return the function that computes it."""
     check_backend(backend)
     plan = make_plan(
         transposed, rank, x.shape, x.dtype, w.shape, w.dtype,
@@ -130,10 +164,10 @@ def _apply(transposed, rank, input, weight, bias, stride, padding, output_paddin
         stride, padding, output_padding, groups, dilation, output_size,
     )
     if plan.batch == 0:
-        return np.zeros(plan.output_shape, dtype=plan.dtype)
+        return lambda x, w, b: np.zeros(plan.output_shape, dtype=plan.dtype)
     if backend == "sparse":
-        return _sparse(plan, x, w, b)
-    return _compiled.run(plan, x, w, b)
+        return functools.partial(_sparse, plan)
+    return _compiled.Executor(plan)
 
 
 def _sparse(plan, x, w, b):
