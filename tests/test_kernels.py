@@ -1,0 +1,226 @@
+"""The compiled kernels: every algorithm against the reference, the benchmark layers
+against an oracle, thread counts, concurrent callers, the GIL, the OpenMP build."""
+
+import concurrent.futures
+import math
+import os
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sparsetconv as stc
+from conftest import assert_matches, conv_configs
+from sparsetconv import _compiled
+from sparsetconv._plan import make_plan
+
+ALGORITHMS = dict(_compiled.ALGORITHMS)
+LAYOUTS = ("C", "F", "strided", "reversed", "readonly")
+
+# The layers of BENCHMARKS.md: (input, weight, stride, padding, output_padding, dilation, groups)
+SUITE = {
+    "dcgan1": ((16, 100, 1, 1), (100, 512, 4, 4), 1, 0, 0, 1, 1),
+    "dcgan2": ((16, 512, 4, 4), (512, 256, 4, 4), 2, 1, 0, 1, 1),
+    "dcgan3": ((16, 256, 8, 8), (256, 128, 4, 4), 2, 1, 0, 1, 1),
+    "dcgan4": ((16, 128, 16, 16), (128, 64, 4, 4), 2, 1, 0, 1, 1),
+    "dcgan5": ((16, 64, 32, 32), (64, 3, 4, 4), 2, 1, 0, 1, 1),
+    "unet_up1": ((4, 256, 32, 32), (256, 128, 2, 2), 2, 0, 0, 1, 1),
+    "unet_up2": ((4, 128, 64, 64), (128, 64, 2, 2), 2, 0, 0, 1, 1),
+    "fcn32": ((1, 21, 16, 16), (21, 21, 64, 64), 32, 16, 0, 1, 1),
+    "melgan1d": ((8, 512, 256), (512, 256, 16), 8, 4, 0, 1, 1),
+    "vnet3d": ((2, 64, 12, 16, 12), (64, 32, 3, 3, 3), 2, 1, 1, 1, 1),
+    "depthwise": ((8, 64, 32, 32), (64, 1, 4, 4), 2, 1, 0, 1, 64),
+    "dilated": ((8, 32, 32, 32), (32, 32, 3, 3), 1, 2, 0, 2, 1),
+    "tiny_seed": ((1, 1, 2, 2), (1, 1, 2, 2), 2, 0, 0, 1, 1),
+    "small_seed": ((1, 1, 4, 4), (1, 1, 4, 4), 2, 1, 0, 1, 1),
+}
+
+
+def _plan(transposed, x, w, b, stride, padding, output_padding, groups, dilation):
+    return make_plan(transposed, None, x.shape, x.dtype, w.shape, w.dtype,
+                     None if b is None else b.shape, None if b is None else b.dtype,
+                     stride, padding, output_padding, groups, dilation, None)
+
+
+def _config_plan(cfg, x, w, b):
+    kw = cfg.kwargs()
+    return _plan(cfg.transposed, x, w, b, kw["stride"], kw["padding"],
+                 kw.get("output_padding", 0), kw["groups"], kw["dilation"])
+
+
+def _algorithms(plan):
+    """The algorithms that apply to ``plan``: kernel rows is transposed-only and needs
+    dilation 1 on the last axis."""
+    names = ["direct", "gemm"]
+    if plan.transposed and plan.geometry.dilation[-1] == 1:
+        names.append("kernel_rows")
+    return names
+
+
+def _layout(array, layout):
+    """The same values in another memory layout (never C-contiguous but for "C")."""
+    if layout == "F":
+        return np.asfortranarray(array)
+    if layout == "strided":
+        wide = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), array.dtype)
+        wide[..., ::2] = array
+        return wide[..., ::2]
+    if layout == "reversed":
+        return np.ascontiguousarray(array[..., ::-1])[..., ::-1]
+    if layout == "readonly":
+        array = array.copy()
+        array.setflags(write=False)
+    return array
+
+
+@settings(max_examples=150, deadline=None)
+@given(cfg=st.one_of(conv_configs(transposed=True), conv_configs(transposed=False)),
+       dtype=st.sampled_from([np.float32, np.float64]),
+       layout=st.sampled_from(LAYOUTS))
+def test_every_algorithm_matches_reference(cfg, dtype, layout):
+    x, w, b = cfg.arrays(dtype)
+    want = cfg.reference(x, w, b)
+    x_in, w_in = _layout(x, layout), _layout(w, layout)
+    before = (x_in.copy(), w_in.copy())
+    plan = _config_plan(cfg, x, w, b)
+    for name in _algorithms(plan):
+        got = _compiled.Executor(plan, ALGORITHMS[name])(x_in, w_in, b)
+        assert got.shape == want.shape and got.dtype == dtype, name
+        assert_matches(got, want)
+    np.testing.assert_array_equal(x_in, before[0])
+    np.testing.assert_array_equal(w_in, before[1])
+
+
+def _suite_arrays(name, batch=1, dtype=np.float64):
+    x_shape, w_shape = SUITE[name][:2]
+    rng = np.random.default_rng(len(name))
+    x = rng.standard_normal((batch,) + x_shape[1:]).astype(dtype)
+    w = (rng.standard_normal(w_shape) / math.sqrt(w_shape[0] * math.prod(w_shape[2:])))
+    b = rng.standard_normal(w_shape[1] * SUITE[name][6])
+    return x, w.astype(dtype), b.astype(dtype)
+
+
+def _suite_oracle(name, x, w, b):
+    """PyTorch when installed, else the sparse matrix (the cases it fits)."""
+    stride, padding, output_padding, dilation, groups = SUITE[name][2:]
+    try:
+        import torch
+    except ImportError:
+        try:
+            return stc.conv_transpose(x, w, b, stride, padding, output_padding, groups,
+                                      dilation, backend="sparse")
+        except ValueError:  # over max_nnz
+            pytest.skip("needs PyTorch: the matrix is over max_nnz")
+    fn = getattr(torch.nn.functional, f"conv_transpose{w.ndim - 2}d")
+    return fn(*(torch.from_numpy(a) for a in (x, w, b)), stride, padding, output_padding,
+              groups, dilation).numpy()
+
+
+@pytest.mark.parametrize("name", sorted(SUITE))
+def test_suite_layers_every_algorithm(name):
+    """Every benchmark layer (batch 1 or 2), every algorithm, against the oracle."""
+    batch = 2 if math.prod(SUITE[name][0][1:]) * math.prod(SUITE[name][1][1:]) < 2**24 else 1
+    x, w, b = _suite_arrays(name, batch)
+    stride, padding, output_padding, dilation, groups = SUITE[name][2:]
+    want = _suite_oracle(name, x, w, b)
+    got = stc.conv_transpose(x, w, b, stride, padding, output_padding, groups, dilation)
+    assert_matches(got, want)
+    plan = _plan(True, x, w, b, stride, padding, output_padding, groups, dilation)
+    for algorithm in _algorithms(plan):
+        got = _compiled.Executor(plan, ALGORITHMS[algorithm])(x, w, b)
+        assert_matches(got, want)
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("transposed", [True, False])
+def test_one_and_two_threads_agree(algorithm, transposed):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 8, 20, 24))
+    if transposed:
+        w, args = rng.standard_normal((8, 6, 5, 30)), (2, 1, 1, 2, 1)
+    else:
+        x = rng.standard_normal((4, 8, 64, 64))
+        w, args = rng.standard_normal((16, 4, 5, 5)), (2, 1, 0, 2, 1)
+        if algorithm == "kernel_rows":
+            pytest.skip("kernel rows is a transposed-convolution algorithm")
+    stride, padding, output_padding, groups, dilation = args
+    plan = _plan(transposed, x, w, None, stride, padding, output_padding, groups, dilation)
+    executor = _compiled.Executor(plan, ALGORITHMS[algorithm])
+    assert executor.max_threads >= 2  # big enough that two threads are really used
+    with stc.threads(1):
+        one = executor(x, w, None)
+    with stc.threads(2):
+        two = executor(x, w, None)
+    np.testing.assert_allclose(two, one, rtol=1e-12, atol=1e-12 * np.abs(one).max())
+
+
+def test_concurrent_calls_match_serial_calls():
+    rng = np.random.default_rng(4)
+    jobs = []
+    for i in range(24):
+        shape = [(3, 16, 9, 9), (2, 4, 17, 13), (1, 1, 4, 4)][i % 3]
+        x = rng.standard_normal(shape).astype([np.float32, np.float64][i % 2])
+        w = rng.standard_normal((shape[1], 5, 4, 4)).astype(x.dtype)
+        jobs.append((x, w, dict(stride=2, padding=1)))
+    serial = [stc.conv_transpose(x, w, **kw) for x, w, kw in jobs]
+    serial_conv = [stc.conv(s, w, stride=2, padding=1) for s, (x, w, kw) in zip(serial, jobs)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda job: stc.conv_transpose(job[0], job[1], **job[2]), jobs))
+        parallel_conv = list(pool.map(lambda a: stc.conv(a[0], a[1][1], stride=2, padding=1),
+                                      zip(serial, jobs)))
+    for a, b in zip(serial + serial_conv, parallel + parallel_conv):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("transposed", [True, False])
+def test_kernels_release_the_gil(algorithm, transposed):
+    """While one thread runs a long kernel, Python code in another keeps running."""
+    if not transposed and algorithm == "kernel_rows":
+        pytest.skip("kernel rows is a transposed-convolution algorithm")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 16, 48, 48))
+    w = rng.standard_normal((16, 16, 5, 64) if algorithm == "kernel_rows" else (16, 16, 5, 5))
+    plan = _plan(transposed, x, w, None, 1, 2, 0, 1, 1)
+    executor = _compiled.Executor(plan, ALGORITHMS[algorithm])
+    started, done = threading.Event(), threading.Event()
+
+    def work():
+        started.set()
+        with stc.threads(1):
+            for _ in range(3):
+                executor(x, w, None)
+        done.set()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    started.wait()
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+        sum(range(200))  # pure Python: needs the GIL
+    worker.join()
+    # A kernel that held the GIL would freeze this loop for its whole duration.
+    assert ticks > 200, f"main thread advanced only {ticks} times during the kernel"
+
+
+def test_thread_settings():
+    previous = stc.get_num_threads()
+    with stc.threads(1):
+        assert stc.get_num_threads() == 1
+    assert stc.get_num_threads() == previous
+    with pytest.raises(ValueError, match="threads"):
+        stc.set_num_threads(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        stc.set_num_threads(1.5)
+
+
+@pytest.mark.skipif(os.environ.get("SPARSETCONV_SERIAL_BUILD", "0") not in ("", "0"),
+                    reason="a deliberate serial build (SPARSETCONV_SERIAL_BUILD=1)")
+def test_openmp_was_built_in():
+    """Fails if the build silently fell back to serial kernels."""
+    assert stc.openmp_enabled(), (
+        "sparsetconv was built without OpenMP; rebuild with an OpenMP-capable compiler "
+        "or set SPARSETCONV_SERIAL_BUILD=1 if that was deliberate")
