@@ -255,6 +255,43 @@ def verify(name, got, want, dtype):
         raise AssertionError(f"{name}: max error {error:.3g} of scale exceeds {tolerance}")
 
 
+def machine_sgemm_gflops(n=4096, repeats=5):
+    """numpy's ``a @ b`` on n x n float32 with one BLAS thread (a fresh process, so the
+    thread count is set before numpy loads its BLAS): the machine's sgemm rate."""
+    import os
+    import subprocess
+    code = (
+        "import numpy as np, time\n"
+        f"a = np.random.rand({n}, {n}).astype(np.float32); b = a.copy(); a @ b\n"
+        "best = float('inf')\n"
+        f"for _ in range({repeats}):\n"
+        "    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)\n"
+        f"print(2 * {n}**3 / best / 1e9)\n"
+    )
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout)
+
+
+GEMM_CASES = ("dcgan2", "dcgan3", "dcgan4", "unet_up1", "melgan1d")
+
+
+def print_scaling(results, sgemm):
+    """auto's 1-thread GFLOP/s against the machine's sgemm, and its 2-thread speedup."""
+    if 1 not in results or 2 not in results:
+        return
+    print(f"\n## scaling of auto (machine sgemm, numpy 4096^2 on 1 thread: {sgemm:.1f} GFLOP/s)\n")
+    print("| case | 1 thread ms | GFLOP/s | % of sgemm | 2 threads ms | speedup |")
+    print("|---|---|---|---|---|---|")
+    for name in GEMM_CASES:
+        if name in results[1] and name in results[2]:
+            one, two = results[1][name], results[2][name]
+            gflops = CASES[name].flops / one / 1e9
+            print(f"| {name} | {one * 1e3:.2f} | {gflops:.1f} | {100 * gflops / sgemm:.0f}% | "
+                  f"{two * 1e3:.2f} | {one / two:.2f}x |")
+
+
 def geomean(values):
     values = [v for v in values if v is not None and v > 0]
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
@@ -272,6 +309,7 @@ def run_table(cases, n_threads, competitors, dtype, budget, gap, conv=False):
     print("|" + "---|" * (header.count("|") - 1))
     ratios_torch, ratios_best = [], []
     skipped = {}
+    auto_seconds = {}
     for case in cases:
         x, w, b = arrays(case, dtype)
         if conv:
@@ -294,6 +332,7 @@ def run_table(cases, n_threads, competitors, dtype, budget, gap, conv=False):
         with stc.threads(n_threads):
             medians, rounds = time_interleaved(callables, budget, gap)
         auto = medians.get("auto")
+        auto_seconds[case.name] = auto
         peers = [medians[p] for p in ("torch", "ort") if p in medians]
         r_torch = auto / medians["torch"] if auto and "torch" in medians else None
         r_best = auto / min(peers) if auto and peers else None
@@ -314,7 +353,7 @@ def run_table(cases, n_threads, competitors, dtype, budget, gap, conv=False):
           + (" |" if "sparse" in names else ""))
     for name, why in skipped.items():
         print(f"\n{name} skipped: " + "; ".join(sorted(why)))
-    return gt, gb
+    return auto_seconds
 
 
 def main(argv=None):
@@ -358,8 +397,14 @@ def main(argv=None):
         competitors["gemm"] = make_ours("direct", _compiled.GEMM, conv=args.conv)
     if not (args.no_sparse or args.float64 or args.conv):
         competitors["sparse"] = make_sparse
+    sgemm = machine_sgemm_gflops()
+    print(f"machine sgemm (numpy 4096^2, 1 thread): {sgemm:.1f} GFLOP/s")
+    results = {}
     for n_threads in args.threads:
-        run_table(cases, n_threads, competitors, dtype, args.budget, args.gap, conv=args.conv)
+        results[n_threads] = run_table(cases, n_threads, competitors, dtype, args.budget,
+                                       args.gap, conv=args.conv)
+    if not args.float64 and not args.conv:
+        print_scaling(results, sgemm)
 
 
 class TransposedSuite:
