@@ -18,6 +18,8 @@ from .functional import (
     conv_transpose2d,
     conv_transpose3d,
 )
+from .gradients import conv_backward, conv_transpose_backward
+from .linalg import as_linear_operator, deconvolve
 from .matrix import conv_matrix, conv_transpose_matrix
 from .shapes import (
     conv_output_size,
@@ -25,6 +27,8 @@ from .shapes import (
     inverse_conv_params,
     output_padding_for,
 )
+
+from .verify import AdjointCheck, adjoint_check, gradcheck
 
 __version__ = "0.1.0"
 
@@ -34,4 +38,6 @@ __all__ = [
     "conv_matrix", "conv_transpose_matrix",
     "conv_output_size", "conv_transpose_output_size", "inverse_conv_params",
     "output_padding_for", "openmp_enabled", "get_num_threads", "set_num_threads", "threads",
+    "conv_transpose_backward", "conv_backward", "AdjointCheck", "adjoint_check", "gradcheck",
+    "as_linear_operator", "deconvolve",
 ]

@@ -29,6 +29,8 @@ from .shapes import Geometry
 
 DIRECT, KERNEL_ROWS, GEMM = 0, 1, 2
 ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
+# Weight-gradient algorithms (kernel ids shared with _kernels.pyx).
+WEIGHT_GRAD_DIRECT, WEIGHT_GRAD_GEMM = 4, 5
 
 # Below this many useful flops per thread, extra threads cost more than they give.
 FLOPS_PER_THREAD = 2_000_000
@@ -261,3 +263,67 @@ class Executor:
 def run(plan, x, w, b, algorithm=None):
     """Compute ``plan`` on the compiled kernels (uncached; see :class:`Executor`)."""
     return Executor(plan, algorithm)(x, w, b)
+
+
+def weight_grad_algorithm(plan):
+    """GEMM for the weight gradient under the same conditions as the forward rule."""
+    pairs = (plan.small_channels // plan.groups) * (plan.large_channels // plan.groups)
+    if (pairs >= 16 and _weight_grad_chunk(plan) >= 1 and _blas_sizes_ok(plan)):
+        return WEIGHT_GRAD_GEMM
+    return WEIGHT_GRAD_DIRECT
+
+
+def _weight_grad_chunk(plan):
+    """Samples per weight-gradient GEMM: as many as fit GEMM_MAX_COLUMN_BYTES (0: none)."""
+    g = plan.geometry
+    batch = 1 if plan.batch is None else plan.batch
+    per_sample = plan.large_channels * prod(g.kernel) * prod(g.small) * plan.dtype.itemsize
+    return min(batch, GEMM_MAX_COLUMN_BYTES // per_sample)
+
+
+class WeightGradient:
+    """The weight gradient of ``plan``'s operator on the compiled kernels.
+
+    ``grad_w[cs, cl, t] = sum over n, o of S[n, cs, o] * L[n, group*Cl_g + cl, o*s - pad + t*d]``
+    with S the small side (a transposed convolution's input, or a convolution's output
+    gradient) and L the large side (the output gradient, or the input): one correlation
+    kernel serves both directions.  Calling it with ``(small, large)`` returns
+    ``grad_w`` in the weight's layout ``(C_small, C_large // groups, *kernel)``.
+    """
+
+    __slots__ = ("kernel", "dtype", "shape", "max_threads", "workspace")
+
+    def __init__(self, plan, algorithm=None):
+        if algorithm is None:
+            algorithm = weight_grad_algorithm(plan)
+        g = _padded(plan.geometry)
+        batch = 1 if plan.batch is None else plan.batch
+        tables, phase_len = _conv_tables(g)
+        chunk = max(1, _weight_grad_chunk(plan))
+        sizes = (batch, plan.small_channels, plan.large_channels, plan.groups, phase_len, chunk)
+        geo = np.array(g.small + g.large + g.kernel + g.stride + g.dilation + g.pad_begin,
+                       dtype=np.intp)
+        tables = tuple(np.ascontiguousarray(t, dtype=np.intp) for t in tables)
+        self.kernel = _kernels.Kernel(False, algorithm, geo, tables, sizes)
+        self.dtype = plan.dtype
+        self.shape = ((plan.small_channels, plan.large_channels // plan.groups)
+                      + plan.geometry.kernel)
+        self.max_threads = max(1, plan.flops // FLOPS_PER_THREAD)
+        gemm = algorithm == WEIGHT_GRAD_GEMM
+        self.workspace = (
+            batch * plan.large_channels * g.large[0] * g.large[1] * g.stride[2] * phase_len,
+            plan.small_channels * chunk * prod(g.small) if gemm else 0,        # packed S
+            plan.large_channels * prod(g.kernel) * chunk * prod(g.small) if gemm else 0,
+        )
+
+    def __call__(self, small, large):
+        dtype = self.dtype
+        small = np.ascontiguousarray(small, dtype=dtype)
+        large = np.ascontiguousarray(large, dtype=dtype)
+        out = np.empty(self.shape, dtype=dtype)
+        n_threads = min(current_threads(), self.max_threads)
+        self.kernel(out, small, large, None,
+                    *(_workspace(3 + slot, size, dtype) if size else None
+                      for slot, size in enumerate(self.workspace)),
+                    n_threads, n_threads if BLAS_THREAD_HOOK else 1)
+        return out

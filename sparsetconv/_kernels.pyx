@@ -55,6 +55,10 @@ cdef extern from "_rowops.h" nogil:
     void stc_block_outer_axpy_d(double *dst, Py_ssize_t dst_stride, Py_ssize_t step,
                                 const double *src, const double *w, Py_ssize_t n_taps,
                                 Py_ssize_t n_rows, Py_ssize_t n)
+    void stc_taps_dot_f(float *acc, const float *a, const float *b, const Py_ssize_t *b_off,
+                        Py_ssize_t n_taps, Py_ssize_t n)
+    void stc_taps_dot_d(double *acc, const double *a, const double *b,
+                        const Py_ssize_t *b_off, Py_ssize_t n_taps, Py_ssize_t n)
     void stc_gather_row_f(float *out, const float *src, const Py_ssize_t *map,
                           Py_ssize_t n, float bias)
     void stc_gather_row_d(double *out, const double *src, const Py_ssize_t *map,
@@ -124,6 +128,15 @@ cdef inline void _block_outer_axpy(floating *dst, Py_ssize_t dst_stride, Py_ssiz
         stc_block_outer_axpy_d(dst, dst_stride, step, src, w, n_taps, n_rows, n)
 
 
+cdef inline void _taps_dot(floating *acc, const floating *a, const floating *b,
+                           const Py_ssize_t *b_off, Py_ssize_t n_taps,
+                           Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        stc_taps_dot_f(acc, a, b, b_off, n_taps, n)
+    else:
+        stc_taps_dot_d(acc, a, b, b_off, n_taps, n)
+
+
 cdef inline void _gather_row(floating *out, const floating *src, const Py_ssize_t *index,
                              Py_ssize_t n, floating bias) noexcept nogil:
     if floating is float:
@@ -133,13 +146,14 @@ cdef inline void _gather_row(floating *out, const floating *src, const Py_ssize_
 
 
 cdef inline void _gemm(char *transa, char *transb, int m, int n, int k, floating *a, int lda,
-                       floating *b, int ldb, floating *c, int ldc) noexcept nogil:
-    """C = op(A) @ op(B) in BLAS's column-major terms (alpha 1, beta 0)."""
-    cdef floating one = 1, zero = 0
+                       floating *b, int ldb, floating beta, floating *c,
+                       int ldc) noexcept nogil:
+    """C = op(A) @ op(B) + beta C in BLAS's column-major terms (alpha 1)."""
+    cdef floating one = 1
     if floating is float:
-        sgemm(transa, transb, &m, &n, &k, &one, a, &lda, b, &ldb, &zero, c, &ldc)
+        sgemm(transa, transb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc)
     else:
-        dgemm(transa, transb, &m, &n, &k, &one, a, &lda, b, &ldb, &zero, c, &ldc)
+        dgemm(transa, transb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc)
 
 
 # ---------------------------------------------------------------------------
@@ -258,21 +272,23 @@ cdef inline void _columns(floating *cols, const floating *x, floating *packed,
     _grouped_gemm(b'N', b'T', <int> width, <int> rows, <int> cin_g,
                   source, <int> width, cin_g * width,
                   w, <int> rows, cin_g * rows,
-                  cols, <int> width, rows * width, groups, n_threads)
+                  0, cols, <int> width, rows * width, groups, n_threads)
 
 
 cdef void _grouped_gemm(char *transa, char *transb, int m, int n, int k,
                         floating *a, int lda, Py_ssize_t a_group,
                         floating *b, int ldb, Py_ssize_t b_group,
-                        floating *c, int ldc, Py_ssize_t c_group,
+                        floating beta, floating *c, int ldc, Py_ssize_t c_group,
                         Py_ssize_t groups, int n_threads) noexcept nogil:
     """One column-major GEMM per group, split over threads along m or n.
 
-    Each thread calls a single-threaded BLAS on its own block (see _blas_set_local).
-    ``transa`` must be 'N' (blocks of m are rows of A); ``transb`` may be 'N' or 'T'.
+    Each thread calls a single-threaded BLAS on its own block of C (see
+    _blas_set_local), so the blocks never overlap.
     """
     cdef Py_ssize_t chunks = 1, item, g, part, start, stop, total
     cdef bint split_m = m >= n
+    cdef floating *a_block
+    cdef floating *b_block
     cdef int previous = 0
     if groups < n_threads:
         chunks = (n_threads + groups - 1) // groups
@@ -289,18 +305,18 @@ cdef void _grouped_gemm(char *transa, char *transb, int m, int n, int k,
             stop = total * (part + 1) // chunks
             if stop <= start:
                 continue
+            a_block = a + g * a_group
+            b_block = b + g * b_group
             if split_m:
-                _gemm(transa, transb, <int> (stop - start), n, k,
-                      a + g * a_group + start, lda, b + g * b_group, ldb,
-                      c + g * c_group + start, ldc)
-            elif transb[0] == c'N':
-                _gemm(transa, transb, m, <int> (stop - start), k,
-                      a + g * a_group, lda, b + g * b_group + start * ldb, ldb,
-                      c + g * c_group + start * ldc, ldc)
+                # rows start.. of op(A): offset by rows ('N') or by columns ('T')
+                a_block = a_block + (start if transa[0] == c'N' else start * lda)
+                _gemm(transa, transb, <int> (stop - start), n, k, a_block, lda, b_block, ldb,
+                      beta, c + g * c_group + start, ldc)
             else:
-                _gemm(transa, transb, m, <int> (stop - start), k,
-                      a + g * a_group, lda, b + g * b_group + start, ldb,
-                      c + g * c_group + start * ldc, ldc)
+                # columns start.. of op(B): offset by columns ('N') or by rows ('T')
+                b_block = b_block + (start * ldb if transb[0] == c'N' else start)
+                _gemm(transa, transb, m, <int> (stop - start), k, a_block, lda, b_block, ldb,
+                      beta, c + g * c_group + start * ldc, ldc)
         if _blas_set_local != NULL:
             _blas_set_local(previous)
 
@@ -488,13 +504,103 @@ cdef void _conv_gemm(
     _grouped_gemm(b'N', b'N', <int> width, <int> cout_g, <int> depth,
                   cols, <int> width, depth * width,
                   w, <int> depth, cout_g * depth,
-                  product, <int> width, cout_g * width, groups, gemm_threads)
+                  0, product, <int> width, cout_g * width, groups, gemm_threads)
     for row in prange(batch * c_out, schedule="static", num_threads=n_threads):
         n = row // c_out
         co = row % c_out
         bias_value = bias[co] if bias != NULL else 0
         for i in range(size):
             out[row * size + i] = product[(co * batch + n) * size + i] + bias_value
+
+
+# ---------------------------------------------------------------------------
+# Weight gradient (both directions): with S the small side (the convolution's output
+# gradient, or the transposed convolution's input) and L the large side,
+#     grad_w[cs, cl, t] = sum over n, o of S[n, cs, o] * L[n, group(cs)*Cl_g + cl, o*s - pad + t*d]
+# -- a correlation, computed from the phase-major copy of L like a convolution.
+
+
+cdef void _weight_grad_rows(
+        floating *grad_w, const floating *small, const floating *phased,
+        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
+        int n_threads) noexcept nogil:
+    """Direct weight gradient: each thread owns weight rows (cs, cl) and correlates.
+
+    sizes: batch, c_small, c_large, groups, phase_len (table: as _conv_rows).
+    """
+    cdef Py_ssize_t sz = geo[SMALL], sy = geo[SMALL + 1], sx = geo[SMALL + 2]
+    cdef Py_ssize_t lz = geo[LARGE], ly = geo[LARGE + 1]
+    cdef Py_ssize_t kz = geo[KERNEL], ky = geo[KERNEL + 1], kx = geo[KERNEL + 2]
+    cdef const Py_ssize_t *z_ptr = table[0]
+    cdef const Py_ssize_t *z_tap = table[1]
+    cdef const Py_ssize_t *z_src = table[2]
+    cdef const Py_ssize_t *y_ptr = table[3]
+    cdef const Py_ssize_t *y_tap = table[4]
+    cdef const Py_ssize_t *y_src = table[5]
+    cdef const Py_ssize_t *phase_off = table[6]
+    cdef Py_ssize_t batch = sizes[0], c_small = sizes[1], c_large = sizes[2]
+    cdef Py_ssize_t groups = sizes[3], row_len = geo[STRIDE + 2] * sizes[4]
+    cdef Py_ssize_t cs_g = c_small // groups, cl_g = c_large // groups
+    cdef Py_ssize_t kernel_size = kz * ky * kx
+    cdef Py_ssize_t item, cs, cl, n, oz, oy, a, b, i
+    cdef floating *acc
+    for item in prange(c_small * cl_g, schedule="dynamic", num_threads=n_threads):
+        cs = item // cl_g
+        cl = (cs // cs_g) * cl_g + item % cl_g
+        acc = grad_w + item * kernel_size
+        for i in range(kernel_size):
+            acc[i] = 0
+        for n in range(batch):
+            for oz in range(sz):
+                for a in range(z_ptr[oz], z_ptr[oz + 1]):
+                    for oy in range(sy):
+                        for b in range(y_ptr[oy], y_ptr[oy + 1]):
+                            _taps_dot(acc + (z_tap[a] * ky + y_tap[b]) * kx,
+                                      small + ((n * c_small + cs) * sz + oz) * sy * sx + oy * sx,
+                                      phased + (((n * c_large + cl) * lz + z_src[a]) * ly
+                                                + y_src[b]) * row_len,
+                                      phase_off, kx, sx)
+
+
+cdef void _weight_grad_gemm(
+        floating *grad_w, const floating *small, const floating *phased, floating *packed,
+        floating *cols, const Py_ssize_t *geo, const Py_ssize_t **table,
+        const Py_ssize_t *sizes, int n_threads, int gemm_threads) noexcept nogil:
+    """GEMM weight gradient, a chunk of samples at a time (sizes[5] = samples/chunk):
+    grad_w_g += S_g (cs_g x width) @ im2col(L)_g^T (width x cl_g*K), per group."""
+    cdef Py_ssize_t batch = sizes[0], c_small = sizes[1], c_large = sizes[2]
+    cdef Py_ssize_t groups = sizes[3], chunk = sizes[5]
+    cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
+    cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
+    cdef Py_ssize_t row_len = geo[STRIDE + 2] * sizes[4]
+    cdef Py_ssize_t large_plane = geo[LARGE] * geo[LARGE + 1] * row_len
+    cdef Py_ssize_t cs_g = c_small // groups, depth = (c_large // groups) * kernel_size
+    cdef Py_ssize_t item, first, count, width, c
+    cdef floating beta
+    for item in range((batch + chunk - 1) // chunk):
+        first = item * chunk
+        count = min(chunk, batch - first)
+        width = count * size
+        _im2col(cols, phased + first * c_large * large_plane, geo, table[6], row_len, count,
+                c_large, n_threads)
+        for c in prange(c_small, schedule="static", num_threads=n_threads):
+            _pack_one(packed + c * width, small + (first * c_small + c) * size, count,
+                      c_small, size)
+        beta = 0 if item == 0 else 1
+        # Row-major grad_w_g (cs_g, depth) = S_g (cs_g x width) @ cols_g^T;
+        # column-major: (depth x cs_g) = cols_g^T' ('T', cols_g is width x depth) @ S_g^T'.
+        _grouped_gemm(b'T', b'N', <int> depth, <int> cs_g, <int> width,
+                      cols, <int> width, depth * width,
+                      packed, <int> width, cs_g * width,
+                      beta, grad_w, <int> depth, cs_g * depth, groups, gemm_threads)
+
+
+cdef inline void _pack_one(floating *dst, const floating *src, Py_ssize_t count,
+                           Py_ssize_t channels, Py_ssize_t size) noexcept nogil:
+    """dst[n*size + i] = src[n*channels*size + i]: one channel of ``count`` samples."""
+    cdef Py_ssize_t n
+    for n in range(count):
+        memcpy(dst + n * size, src + n * channels * size, size * sizeof(floating))
 
 
 # ---------------------------------------------------------------------------
@@ -505,6 +611,8 @@ cdef enum:
     MAX_TABLES = 8
     MAX_SIZES = 8
     GEO_LEN = 18
+    WEIGHT_GRAD_DIRECT = 4
+    WEIGHT_GRAD_GEMM = 5
 
 
 cdef inline void *_data(object array):
@@ -515,7 +623,8 @@ cdef class Kernel:
     """One prepared (transposed) convolution: geometry, tables and sizes, fixed.
 
     transposed, algorithm: which kernel (algorithm 0 direct, 1 kernel rows -- transposed
-    only --, 2 GEMM).
+    only --, 2 GEMM; 4 and 5: the weight gradient, direct and GEMM, with transposed
+    False and the call's arrays (grad_w, small side, large side)).
     geo: 18 intp (small, large, kernel, stride, dilation, pad_begin; z, y, x each).
     tables: intp arrays, see _transpose_plane / _conv_rows; kept alive here.
     sizes: ints, see the same.
@@ -585,6 +694,14 @@ cdef void _dispatch(bint transposed, int algorithm, const Py_ssize_t *geo,
                              gemm_threads)
     elif transposed:
         _conv_transpose_planes(out, x, w, bias, w0, geo, table, sizes, algorithm, n_threads)
+    elif algorithm >= WEIGHT_GRAD_DIRECT:
+        # out = grad_w, x = small side, w = large side (phased into w0)
+        rows = sizes[0] * sizes[2] * geo[LARGE] * geo[LARGE + 1]
+        _phase_input(w0, w, geo, rows, sizes[4], n_threads)
+        if algorithm == WEIGHT_GRAD_GEMM:
+            _weight_grad_gemm(out, x, w0, w1, w2, geo, table, sizes, n_threads, gemm_threads)
+        else:
+            _weight_grad_rows(out, x, w0, geo, table, sizes, n_threads)
     else:
         rows = sizes[0] * sizes[1] * geo[LARGE] * geo[LARGE + 1]
         _phase_input(w0, x, geo, rows, sizes[4], n_threads)

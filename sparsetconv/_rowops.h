@@ -74,6 +74,25 @@ STC_CLONES static void stc_block_outer_axpy_##SUFFIX(                           
             for (ptrdiff_t k = 0; k < n_taps; ++k) d[k] += a * w[k];                       \
         }                                                                                  \
 }                                                                                          \
+/* acc[k] += sum over i < n of a[i] * b[b_off[k] + i], for k < n_taps: the weight-  */     \
+/* gradient correlation of one row pair; lane-wise partial sums so it vectorises   */     \
+/* without reassociation flags.                                                    */     \
+STC_CLONES static void stc_taps_dot_##SUFFIX(                                              \
+    T *restrict acc, const T *restrict a, const T *restrict b, const ptrdiff_t *b_off,    \
+    ptrdiff_t n_taps, ptrdiff_t n)                                                         \
+{                                                                                          \
+    for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
+        const T *restrict bk = b + b_off[k];                                               \
+        T lanes[16] = {0};                                                                 \
+        ptrdiff_t i = 0;                                                                   \
+        for (; i + 16 <= n; i += 16)                                                       \
+            for (int j = 0; j < 16; ++j) lanes[j] += a[i + j] * bk[i + j];                 \
+        T sum = 0;                                                                         \
+        for (int j = 0; j < 16; ++j) sum += lanes[j];                                      \
+        for (; i < n; ++i) sum += a[i] * bk[i];                                            \
+        acc[k] += sum;                                                                     \
+    }                                                                                      \
+}                                                                                          \
 /* out[i] = src[map[i]] + bias: crop and un-phase one output row                   */     \
 STC_CLONES static void stc_gather_row_##SUFFIX(                                            \
     T *restrict out, const T *restrict src, const ptrdiff_t *map, ptrdiff_t n, T bias)     \

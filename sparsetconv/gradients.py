@@ -1,0 +1,144 @@
+"""Backward passes (SPEC section 5): gradients of ``conv_transpose`` and ``conv``.
+
+A transposed convolution and a convolution with the same weight are adjoint, so each
+one's input gradient is the other one -- computed by the same kernels as the forward
+passes, on the same geometry (so even the rows a strided convolution drops, or the
+positions ``output_padding`` adds, come out right).  The weight gradient is one
+correlation of the small side (the transposed convolution's input, or the
+convolution's output gradient) with the large side, shared by both directions
+(``_compiled.WeightGradient``); on the sparse backend it is read off the matrix itself:
+every stored entry of the operator's matrix names the weight element it holds, so
+``grad_w[e] = sum over entries with index e of grad_output[row] * input[col]``.
+"""
+
+import numpy as np
+
+from . import _compiled
+from ._plan import adjoint_plan, check_backend, make_plan
+from ._validation import compute_dtype
+from .functional import _sparse
+from .matrix import _operator_matrix
+
+__all__ = ["conv_transpose_backward", "conv_backward"]
+
+NEEDS = ("input", "weight", "bias")
+
+
+def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0,
+                            output_padding=0, groups=1, dilation=1, *, needs=NEEDS,
+                            backend="auto"):
+    """Gradients of ``conv_transpose(input, weight, bias, ...)`` for ``grad_output``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to the output, shaped like the output.
+    input, weight, stride, padding, output_padding, groups, dilation
+        As given to :func:`sparsetconv.conv_transpose`.
+    needs : iterable of {"input", "weight", "bias"}
+        The gradients to compute; the others are returned as ``None``.
+    backend : {"auto", "direct", "sparse"}
+
+    Returns
+    -------
+    (grad_input, grad_weight, grad_bias)
+        ``grad_input`` is the convolution of ``grad_output`` with the same weight
+        (the adjoint), ``grad_weight`` has the weight's shape, ``grad_bias`` is
+        ``grad_output`` summed over every axis but the channel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x, w = np.ones((1, 1, 2)), np.array([[[1.0, 2.0]]])
+    >>> g = np.array([[[1.0, 0.0, 0.0]]])          # d loss / d output[0]
+    >>> gi, gw, gb = conv_transpose_backward(g, x, w)
+    >>> gi, gw, gb
+    (array([[[1., 0.]]]), array([[[1., 0.]]]), array([1.]))
+    """
+    return _backward(True, grad_output, input, weight, stride, padding, output_padding,
+                     groups, dilation, needs, backend)
+
+
+def conv_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                  needs=NEEDS, backend="auto"):
+    """Gradients of ``conv(input, weight, bias, ...)`` for ``grad_output``.
+
+    ``grad_input`` is the transposed convolution of ``grad_output`` with the same weight,
+    sized like ``input`` (input rows a strided convolution never read get zeros).  See
+    :func:`conv_transpose_backward` for the rest.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x, w = np.arange(3.0).reshape(1, 1, 3), np.array([[[1.0, 2.0]]])
+    >>> gi, gw, gb = conv_backward(np.ones((1, 1, 2)), x, w)
+    >>> gi, gw, gb
+    (array([[[1., 3., 2.]]]), array([[[1., 3.]]]), array([2.]))
+    """
+    return _backward(False, grad_output, input, weight, stride, padding, 0, groups,
+                     dilation, needs, backend)
+
+
+def _check_needs(needs):
+    if isinstance(needs, str):
+        needs = (needs,)
+    try:
+        needs = frozenset(needs)
+    except TypeError:
+        raise TypeError(f"needs must be an iterable of {NEEDS}, got {needs!r}") from None
+    unknown = needs - set(NEEDS)
+    if unknown:
+        raise ValueError(f"needs may only name {NEEDS}, got unknown {sorted(unknown)}")
+    return needs
+
+
+def _backward(transposed, grad_output, input, weight, stride, padding, output_padding,
+              groups, dilation, needs, backend):
+    needs = _check_needs(needs)
+    check_backend(backend)
+    x, w, g = np.asarray(input), np.asarray(weight), np.asarray(grad_output)
+    dtype = np.result_type(compute_dtype(x.dtype, "input"), compute_dtype(g.dtype, "grad_output"))
+    plan = make_plan(transposed, None, x.shape, dtype, w.shape, w.dtype, None, None, stride,
+                     padding, output_padding, groups, dilation, None)
+    if g.shape != plan.output_shape:
+        raise ValueError(
+            f"grad_output must have the output's shape {plan.output_shape}, got "
+            f"grad_output.shape={g.shape}"
+        )
+    channel_axis = 0 if plan.batch is None else 1
+    grad_bias = grad_input = grad_weight = None
+    if "bias" in needs:
+        axes = tuple(a for a in range(g.ndim) if a != channel_axis)
+        grad_bias = g.sum(axis=axes, dtype=plan.dtype)
+    if plan.batch == 0:
+        return (np.zeros(x.shape, plan.dtype) if "input" in needs else None,
+                np.zeros(w.shape, plan.dtype) if "weight" in needs else None, grad_bias)
+    if "input" in needs:
+        adjoint = adjoint_plan(plan, plan.batch)
+        if backend == "sparse":
+            grad_input = _sparse(adjoint, g, w, None)
+        else:
+            grad_input = _compiled.Executor(adjoint)(g, w, None)
+    if "weight" in needs:
+        small, large = (x, g) if transposed else (g, x)
+        if backend == "sparse":
+            grad_weight = _sparse_weight_gradient(plan, x, g, w.shape)
+        else:
+            grad_weight = _compiled.WeightGradient(plan)(small, large)
+    return grad_input, grad_weight, grad_bias
+
+
+def _sparse_weight_gradient(plan, x, g, weight_shape):
+    """Weight gradient read off the operator's matrix: ``out = M @ in``, and each stored
+    entry of ``M`` holds one weight element, so ``d loss / d w[e]`` sums
+    ``grad_output[row] * input[col]`` over the entries that hold ``w[e]``."""
+    size = int(np.prod(weight_shape))
+    index = np.arange(size, dtype=np.float64).reshape(weight_shape)  # exact below 2**53
+    matrix = _operator_matrix(plan, index).tocsr()
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    batch = 1 if plan.batch is None else plan.batch
+    g_flat = g.reshape(batch, -1).astype(plan.dtype, copy=False)
+    x_flat = x.reshape(batch, -1).astype(plan.dtype, copy=False)
+    products = np.einsum("nk,nk->k", g_flat[:, rows], x_flat[:, matrix.indices])
+    return np.bincount(matrix.data.astype(np.intp), weights=products,
+                       minlength=size).reshape(weight_shape).astype(plan.dtype)
