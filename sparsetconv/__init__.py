@@ -19,6 +19,7 @@ from .functional import (
     conv_transpose3d,
 )
 from .gradients import conv_backward, conv_transpose_backward
+from .layers import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .linalg import as_linear_operator, deconvolve
 from .matrix import conv_matrix, conv_transpose_matrix
 from .shapes import (
@@ -40,4 +41,5 @@ __all__ = [
     "output_padding_for", "openmp_enabled", "get_num_threads", "set_num_threads", "threads",
     "conv_transpose_backward", "conv_backward", "AdjointCheck", "adjoint_check", "gradcheck",
     "as_linear_operator", "deconvolve",
+    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
 ]
