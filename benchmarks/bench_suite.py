@@ -20,6 +20,7 @@ the script says so.
     python benchmarks/bench_suite.py --threads 1 --cases dcgan2 fcn32
     python benchmarks/bench_suite.py --float64            # auto vs PyTorch in float64
     python benchmarks/bench_suite.py --conv               # forward convolution (adjoint shapes)
+    python benchmarks/bench_suite.py --backward           # input/weight gradients vs autograd
 """
 
 import argparse
@@ -292,6 +293,54 @@ def print_scaling(results, sgemm):
                   f"{two * 1e3:.2f} | {one / two:.2f}x |")
 
 
+def run_backward_table(cases, n_threads, budget, gap):
+    """Input and weight gradients of every layer: ours against PyTorch's autograd."""
+    import torch
+    torch.set_num_threads(n_threads)
+    print(f"\n## backward (float32), {n_threads} thread{'s' if n_threads > 1 else ''}: "
+          f"ours vs torch.autograd.grad on the same layer\n")
+    print("| case | torch input ms | ours input ms | input ratio | torch weight ms | "
+          "ours weight ms | weight ratio |")
+    print("|---|---|---|---|---|---|---|")
+    ratios = {"input": [], "weight": []}
+    for case in cases:
+        x, w, b = arrays(case, np.float32)
+        out_shape = (x.shape[0], w.shape[1] * case.groups) + stc.conv_transpose_output_size(
+            x.shape[2:], w.shape[2:], case.stride, case.padding, case.output_padding,
+            case.dilation)
+        g = np.random.default_rng(3).standard_normal(out_shape).astype(np.float32)
+        fn = getattr(torch.nn.functional, f"conv_transpose{case.rank}d")
+        tx, tw = (torch.from_numpy(a).requires_grad_() for a in (x, w))
+        ty = fn(tx, tw, torch.from_numpy(b), case.stride, case.padding, case.output_padding,
+                case.groups, case.dilation)
+        tg = torch.from_numpy(g)
+        calls = {
+            "torch input": lambda: torch.autograd.grad(ty, tx, tg, retain_graph=True)[0],
+            "ours input": lambda: stc.conv_transpose_backward(g, x, w, needs=("input",),
+                                                              **kwargs(case))[0],
+            "torch weight": lambda: torch.autograd.grad(ty, tw, tg, retain_graph=True)[0],
+            "ours weight": lambda: stc.conv_transpose_backward(g, x, w, needs=("weight",),
+                                                               **kwargs(case))[1],
+        }
+        want_input, want_weight = (a.detach().double().numpy() for a in torch.autograd.grad(
+            fn(tx.double(), tw.double(), None, case.stride, case.padding, case.output_padding,
+               case.groups, case.dilation), (tx, tw), tg.double()))
+        verify(f"{case.name}/input gradient", calls["ours input"](), want_input, np.float32)
+        verify(f"{case.name}/weight gradient", calls["ours weight"](), want_weight, np.float32)
+        with stc.threads(n_threads):
+            medians, _ = time_interleaved(calls, budget, gap)
+        r_in = medians["ours input"] / medians["torch input"]
+        r_w = medians["ours weight"] / medians["torch weight"]
+        ratios["input"].append(r_in)
+        ratios["weight"].append(r_w)
+        print(f"| {case.name} | {medians['torch input'] * 1e3:.3f} | "
+              f"{medians['ours input'] * 1e3:.3f} | {r_in:.2f} | "
+              f"{medians['torch weight'] * 1e3:.3f} | {medians['ours weight'] * 1e3:.3f} | "
+              f"{r_w:.2f} |", flush=True)
+    print(f"| **geomean** | | | **{geomean(ratios['input']):.2f}** | | | "
+          f"**{geomean(ratios['weight']):.2f}** |")
+
+
 def geomean(values):
     values = [v for v in values if v is not None and v > 0]
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
@@ -362,6 +411,8 @@ def main(argv=None):
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=[c.name for c in SUITE])
     parser.add_argument("--float64", action="store_true", help="auto vs PyTorch, float64")
     parser.add_argument("--conv", action="store_true", help="forward convolution instead")
+    parser.add_argument("--backward", action="store_true",
+                        help="input and weight gradients against PyTorch autograd")
     parser.add_argument("--no-sparse", action="store_true", help="skip the sparse backend")
     parser.add_argument("--algorithms", action="store_true",
                         help="also time the direct and GEMM algorithms forced")
@@ -374,6 +425,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cases = [CASES[name] for name in args.cases]
     make_ort.spinning = args.ort_spinning
+    if args.backward:
+        print(f"sparsetconv {stc.__version__}, OpenMP {stc.openmp_enabled()}")
+        for n_threads in args.threads:
+            run_backward_table(cases, n_threads, args.budget, args.gap)
+        return
     dtype = np.float64 if args.float64 else np.float32
     print(f"sparsetconv {stc.__version__}, OpenMP {stc.openmp_enabled()}, numpy {np.__version__}")
     try:

@@ -11,6 +11,8 @@ every stored entry of the operator's matrix names the weight element it holds, s
 ``grad_w[e] = sum over entries with index e of grad_output[row] * input[col]``.
 """
 
+import functools
+
 import numpy as np
 
 from . import _compiled
@@ -114,18 +116,28 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
         return (np.zeros(x.shape, plan.dtype) if "input" in needs else None,
                 np.zeros(w.shape, plan.dtype) if "weight" in needs else None, grad_bias)
     if "input" in needs:
-        adjoint = adjoint_plan(plan, plan.batch)
         if backend == "sparse":
-            grad_input = _sparse(adjoint, g, w, None)
+            grad_input = _sparse(adjoint_plan(plan, plan.batch), g, w, None)
         else:
-            grad_input = _compiled.Executor(adjoint)(g, w, None)
+            grad_input = _input_gradient(plan)(g, w, None)
     if "weight" in needs:
         small, large = (x, g) if transposed else (g, x)
         if backend == "sparse":
             grad_weight = _sparse_weight_gradient(plan, x, g, w.shape)
         else:
-            grad_weight = _compiled.WeightGradient(plan)(small, large)
+            grad_weight = _weight_gradient(plan)(small, large)
     return grad_input, grad_weight, grad_bias
+
+
+@functools.lru_cache(maxsize=256)
+def _input_gradient(plan):
+    """The compiled adjoint operator of ``plan`` (prepared once per plan)."""
+    return _compiled.Executor(adjoint_plan(plan, plan.batch))
+
+
+@functools.lru_cache(maxsize=256)
+def _weight_gradient(plan):
+    return _compiled.WeightGradient(plan)
 
 
 def _sparse_weight_gradient(plan, x, g, weight_shape):

@@ -1,0 +1,346 @@
+"""Understanding transposed convolution (SPEC section 7): words, buffers and pictures.
+
+- :func:`explain` derives the output size with your numbers, shows the equivalent
+  stride-1 convolution over a zero-stuffed input, and names the convolution whose
+  shape change this one undoes (and whether ``output_padding`` is needed for that).
+- :func:`contributions` returns, for a single-channel input, the "buffer" each input
+  element writes -- ``input[i] * kernel`` placed at ``i*stride - padding`` -- whose sum
+  is the output.
+- :func:`plot_contributions` and :func:`plot_matrix` draw them (matplotlib, the
+  optional ``plot`` extra).
+"""
+
+import numpy as np
+
+from ._validation import padding_spec
+from .matrix import conv_matrix, conv_transpose_matrix
+from .shapes import _sizes, resolve_conv_transpose
+
+__all__ = ["explain", "contributions", "plot_contributions", "plot_matrix"]
+
+
+def explain(input_size, kernel_size, stride=1, padding=0, output_padding=0, dilation=1):
+    """Explain, with the numbers filled in, what a transposed convolution does to shapes.
+
+    Parameters are those of :func:`sparsetconv.conv_transpose_output_size`.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> print(explain((2, 2), 2, stride=2, padding=1))   # doctest: +ELLIPSIS
+    Transposed convolution of a 2x2 input: kernel 2, stride 2, padding 1, ...
+    <BLANKLINE>
+    Output size (each axis):
+      out = (in - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1
+          = (2 - 1)*2 - 2*1 + 1*(2 - 1) + 0 + 1 = 2
+    ...
+    """
+    geometry = resolve_conv_transpose(input_size, kernel_size, stride, padding,
+                                      output_padding, dilation)
+    spec = padding_spec(padding, geometry.rank)
+    axes = [_axis_facts(geometry, a) for a in range(geometry.rank)]
+    shown = ("length-" + str(geometry.small[0]) if geometry.rank == 1
+             else "x".join(map(str, geometry.small)))
+    padding_text = spec if isinstance(spec, str) else _pairs_text(spec)
+    lines = [
+        f"Transposed convolution of a {shown} input: kernel {_join(geometry.kernel)}, "
+        f"stride {_join(geometry.stride)}, padding {padding_text}, output_padding "
+        f"{_join(geometry.output_padding)}, dilation {_join(geometry.dilation)}.",
+        f"Output: {'x'.join(map(str, geometry.large))}.",
+    ]
+    groups = _group_axes(axes)
+    for members, facts in groups:
+        lines += [""] + _explain_axis(facts, members, geometry.rank, spec)
+    return "\n".join(lines)
+
+
+def _join(values):
+    return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
+
+
+def _signed(value):
+    return f" - {-value}" if value < 0 else f" + {value}"
+
+
+def _pairs_text(pairs):
+    if all(b == e for b, e in pairs):
+        return _join(tuple(b for b, _ in pairs))
+    return " ".join(f"({b}, {e})" for b, e in pairs)
+
+
+def _axis_facts(g, a):
+    return dict(i=g.small[a], k=g.kernel[a], s=g.stride[a], d=g.dilation[a],
+                pb=g.pad_begin[a], pe=g.pad_end[a], op=g.output_padding[a], out=g.large[a])
+
+
+def _group_axes(axes):
+    groups = []
+    for a, facts in enumerate(axes):
+        for members, seen in groups:
+            if seen == facts:
+                members.append(a)
+                break
+        else:
+            groups.append(([a], facts))
+    return groups
+
+
+def _explain_axis(f, members, rank, spec):
+    i, k, s, d, pb, pe, op, out = (f[n] for n in ("i", "k", "s", "d", "pb", "pe", "op", "out"))
+    span = d * (k - 1) + 1
+    full = (i - 1) * s + span
+    if rank == 1 or len(members) == rank:
+        where = "each axis" if rank > 1 else "the axis"
+    else:
+        where = "axis " + ", ".join(map(str, members))
+    lines = [f"Output size ({where}):"]
+    if pb == pe:
+        lines += [
+            "  out = (in - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1",
+            f"      = ({i} - 1)*{s} - 2*{pb} + {d}*({k} - 1) + {op} + 1 = {out}",
+        ]
+    else:
+        lines += [
+            "  out = (in - 1)*stride - pad_begin - pad_end + dilation*(kernel - 1)"
+            " + output_padding + 1",
+            f"      = ({i} - 1)*{s} - {pb} - {pe} + {d}*({k} - 1) + {op} + 1 = {out}",
+        ]
+        if spec == "same":
+            lines.append(f"  (padding 'same': output = input*stride = {i * s}; the crop "
+                         f"dilation*(kernel-1) + 1 - stride = {span - s} is split "
+                         f"{pb} before, {pe} after -- negative means extended at the end)")
+    stuffed = (i - 1) * s + 1
+    pad_each = [d * (k - 1) - pb, d * (k - 1) - pe]
+    lines += [
+        "",
+        "The same as a stride-1 convolution over a zero-stuffed input:",
+        f"  1. put stride - 1 = {s - 1} zero{'s' if s != 2 else ''} between neighbouring "
+        f"input elements: {i} -> {stuffed}",
+    ]
+    if pb == pe:
+        lines.append(f"  2. pad each side with dilation*(kernel - 1) - padding = "
+                     f"{d}*({k} - 1) - {pb} = {pad_each[0]}")
+    else:
+        lines.append(f"  2. pad with dilation*(kernel - 1) - pad_begin = {pad_each[0]} before "
+                     f"and dilation*(kernel - 1) - pad_end = {pad_each[1]} after")
+    if d == 1:
+        lines.append("     (dilation 1 means the kernel taps touch -- no gaps; 'no dilation' "
+                     "is dilation=1, not 0)")
+    if op:
+        lines.append(f"     and add output_padding = {op} more zero{'s' if op > 1 else ''} "
+                     f"at the end")
+    lines.append(f"  3. slide the kernel, flipped (and with input/output channels swapped), "
+                 f"one step at a time: {stuffed}{_signed(pad_each[0])}{_signed(pad_each[1])}"
+                 f"{_signed(op)} - {span} + 1 = {out}")
+    negative = [p for p in pad_each if p < 0]
+    if negative:
+        lines.append(
+            f"  A negative amount ({negative[0]}) means no zeros are added there: instead "
+            f"{-negative[0]} position{'s are' if negative[0] < -1 else ' is'} cut off that "
+            f"side of the full output.  In a transposed convolution, padding *crops* the "
+            f"output -- which is why a larger padding gives a smaller output.")
+    elif pb:
+        lines.append(f"  (padding {pb} removes that much of the full, uncropped output of "
+                     f"{full}: larger padding, smaller output)")
+    # The convolution this one undoes in shape.
+    lowest, highest = max(full - pb - pe, 1), full - pb - pe + s - 1
+    pad_words = str(pb) if pb == pe else f"({pb}, {pe})"
+    conv_words = (f"a convolution with kernel {k}, stride {s}, padding {pad_words}, "
+                  f"dilation {d}")
+    lines.append("")
+    if s == 1:
+        lines.append(f"It undoes the shape change of {conv_words}: that maps {out - op} -> "
+                     f"{i}, and this maps {i} back to {out - op}; with stride 1 there is "
+                     f"nothing to choose, so output_padding is not needed.")
+    else:
+        lines.append(
+            f"It undoes the shape change of {conv_words}.  With stride {s} that convolution "
+            f"gives the same output size {i} for every input size from {lowest} through "
+            f"{highest} (leftover positions that do not fit another stride are ignored), "
+            f"so the transposed convolution cannot know which one to go back to: "
+            f"output_padding picks it, 0 for {lowest} ... {s - 1} for {highest}.  Here "
+            f"output_padding = {op} gives {out}"
+            + ("." if op < s else f" (beyond those sizes: allowed because dilation {d} > "
+                                   f"stride {s}, those positions get only the bias)."))
+        lines.append(f"  To restore a given size, use inverse_conv_params(size, {k}, "
+                     f"stride={s}, padding={pad_words}) or output_size=.")
+    return lines
+
+
+def contributions(input, weight, stride=1, padding=0, output_padding=0, dilation=1):
+    """The buffer each input element contributes; their sum is the transposed convolution.
+
+    For a single channel: input element ``i`` writes ``input[i] * weight`` into the
+    output at positions ``i*stride - pad_begin + k*dilation`` (what falls into the
+    padding is cropped away).  This is the "coloured buffers" picture of a transposed
+    convolution, in any rank.
+
+    Parameters
+    ----------
+    input : array_like
+        ``spatial`` (no batch or channel axes), 1 to 3 dimensions.
+    weight : array_like
+        ``kernel``, same number of dimensions.
+    stride, padding, output_padding, dilation
+        As for :func:`sparsetconv.conv_transpose`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(*input.shape, *output_spatial)``: ``result[i]`` is element ``i``'s buffer;
+        ``result.sum(axis=tuple(range(input.ndim)))`` equals the transposed convolution.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> buffers = contributions(np.array([[2.0, 4.0], [0.0, 1.0]]),
+    ...                         np.array([[3.0, 1.0], [1.0, 5.0]]))
+    >>> buffers[0, 0]                      # 2 * kernel, in the top-left corner
+    array([[ 6.,  2.,  0.],
+           [ 2., 10.,  0.],
+           [ 0.,  0.,  0.]])
+    >>> buffers.sum(axis=(0, 1))
+    array([[ 6., 14.,  4.],
+           [ 2., 17., 21.],
+           [ 0.,  1.,  5.]])
+    """
+    x = np.asarray(input)
+    w = np.asarray(weight)
+    if not 1 <= x.ndim <= 3 or w.ndim != x.ndim:
+        raise ValueError(f"input and weight must have the same number (1-3) of spatial "
+                         f"dimensions and no channel axes, got input.shape={x.shape}, "
+                         f"weight.shape={w.shape}")
+    matrix = conv_transpose_matrix((1,) + x.shape, w[None, None], stride, padding,
+                                   output_padding, 1, dilation)
+    out_shape = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding,
+                                       dilation).large
+    dense = matrix.toarray()                           # (outputs, inputs)
+    buffers = dense * x.reshape(1, -1).astype(dense.dtype)
+    return np.ascontiguousarray(buffers.T).reshape(x.shape + out_shape)
+
+
+# ---------------------------------------------------------------------------
+# Pictures (optional dependency)
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError(
+            "the pictures need matplotlib: pip install 'sparsetconv[plot]' "
+            "(or pip install matplotlib)") from None
+    return plt
+
+
+def plot_contributions(input, weight, stride=1, padding=0, output_padding=0, dilation=1, *,
+                       filename="contributions.png"):
+    """Draw each input element's buffer on the output grid, and their sum; save a PNG.
+
+    One panel per input element shows ``input[i] * weight`` placed on the *uncropped*
+    output grid (stride-spaced), the element that made it, and, outlined, the part
+    that survives the cropping done by ``padding``; the last panel is the sum over the
+    kept part -- the transposed convolution.  1-D and 2-D inputs.
+
+    Returns
+    -------
+    str
+        ``filename``.
+    """
+    plt = _pyplot()
+    x = np.atleast_2d(np.asarray(input, dtype=np.float64))
+    w = np.asarray(weight, dtype=np.float64)
+    one_d = np.ndim(input) == 1
+    if one_d:
+        w = w[None, :]
+        stride, dilation = (1, stride), (1, dilation)
+        padding = (0, padding if not isinstance(padding, str) else padding)
+        output_padding = (0, output_padding)
+    if x.ndim != 2 or w.ndim != 2:
+        raise ValueError("plot_contributions draws 1-D and 2-D inputs")
+    geometry = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding,
+                                      dilation)
+    # Uncropped buffers: no padding, and room for whatever output_padding adds.
+    extra = tuple(max(0, pb + o - ((i - 1) * s + d * (k - 1) + 1))
+                  for pb, o, i, s, d, k in zip(geometry.pad_begin, geometry.large,
+                                               geometry.small, geometry.stride,
+                                               geometry.dilation, geometry.kernel))
+    full = contributions(x, w, geometry.stride, ((0, extra[0]), (0, extra[1])), 0,
+                         geometry.dilation)
+    kept = [slice(pb, pb + o) for pb, o in zip(geometry.pad_begin, geometry.large)]
+    rows, cols = x.shape
+    fig, axes = plt.subplots(rows, cols + 1, figsize=(2.6 * (cols + 1), 2.6 * rows),
+                             squeeze=False)
+    vmax = max(np.abs(full).max(), 1e-12)
+    for r in range(rows):
+        for c in range(cols):
+            _draw_grid(axes[r][c], full[r, c], vmax, kept,
+                       f"input[{r}, {c}] = {x[r, c]:g}" if not one_d else f"input[{c}] = {x[r, c]:g}")
+        axes[r][cols].axis("off")
+    total = full.sum(axis=(0, 1))[kept[0], kept[1]]
+    _draw_grid(axes[0][cols], total, np.abs(total).max() or 1.0, None, "sum = output")
+    fig.suptitle(f"transposed convolution: stride {geometry.stride}, padding "
+                 f"{tuple(zip(geometry.pad_begin, geometry.pad_end))}, the outlined part is kept",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(filename, dpi=110)
+    plt.close(fig)
+    return filename
+
+
+def _draw_grid(ax, values, vmax, kept, title):
+    ax.imshow(values, cmap="coolwarm", vmin=-vmax, vmax=vmax)
+    for (r, c), v in np.ndenumerate(values):
+        if v:
+            ax.text(c, r, f"{v:g}", ha="center", va="center", fontsize=7)
+    if kept is not None:
+        rows, cols = kept
+        ax.add_patch(_rectangle(cols.start - 0.5, rows.start - 0.5,
+                                cols.stop - cols.start, rows.stop - rows.start))
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _rectangle(x, y, width, height):
+    from matplotlib.patches import Rectangle
+    return Rectangle((x, y), width, height, fill=False, edgecolor="black", linewidth=2)
+
+
+def plot_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                filename="matrix.png"):
+    """Draw ``conv_matrix`` next to its transpose, the transposed convolution's matrix.
+
+    Both panels show every stored entry's value (blank where nothing is stored), so the
+    identity ``conv_transpose_matrix == conv_matrix.T`` can be seen.
+
+    Returns
+    -------
+    str
+        ``filename``.
+    """
+    plt = _pyplot()
+    matrix = conv_matrix(input_shape, weight, stride, padding, dilation, groups)
+    if max(matrix.shape) > 2000:
+        raise ValueError(f"the matrix is {matrix.shape[0]} x {matrix.shape[1]}: too big to "
+                         f"draw; use a smaller input_shape")
+    dense = np.full(matrix.shape, np.nan)
+    coo = matrix.tocoo()
+    dense[coo.row, coo.col] = coo.data
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    vmax = np.nanmax(np.abs(dense)) if coo.nnz else 1.0
+    for ax, values, title in ((axes[0], dense, f"conv_matrix: {matrix.shape}"),
+                              (axes[1], dense.T, f"conv_transpose_matrix = its transpose: "
+                                                 f"{matrix.shape[::-1]}")):
+        ax.imshow(values, cmap="coolwarm", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("input element")
+        ax.set_ylabel("output element")
+    fig.tight_layout()
+    fig.savefig(filename, dpi=110)
+    plt.close(fig)
+    return filename
