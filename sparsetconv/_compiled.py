@@ -45,7 +45,7 @@ class KernelSetup:
     tables: tuple            # intp arrays, see _kernels (_conv_transpose_planes, _conv_rows)
     sizes: tuple             # ints, see the same
     algorithm: int
-    workspace: tuple         # 3 element counts; per thread when transposed
+    workspace: tuple         # 3 element counts; see Executor.per_thread
 
 
 def _padded(geometry):
@@ -101,12 +101,10 @@ def _gemm_chunk(plan):
 
 
 def _gemm_column_bytes(plan):
+    """One chunk's column buffer: (large-side channels x taps) x (chunk x small positions),
+    in both directions (im2col of the input for a convolution, W^T X for its transpose)."""
     g = plan.geometry
-    if plan.transposed:
-        elements = plan.large_channels * prod(g.kernel) * _gemm_chunk(plan) * prod(g.small)
-    else:
-        batch = 1 if plan.batch is None else plan.batch
-        elements = plan.large_channels * prod(g.kernel) * batch * prod(g.small)
+    elements = plan.large_channels * prod(g.kernel) * _gemm_chunk(plan) * prod(g.small)
     return elements * plan.dtype.itemsize
 
 
@@ -142,12 +140,14 @@ def kernel_setup(plan, algorithm):
         )
     else:
         tables, phase_len = _conv_tables(g)
-        sizes = (batch, plan.in_channels, plan.out_channels, plan.groups, phase_len)
+        chunk = _gemm_chunk(plan)
+        sizes = (batch, plan.in_channels, plan.out_channels, plan.groups, phase_len, chunk)
         gemm = algorithm == GEMM
+        size = prod(g.small)
         workspace = (
             batch * plan.large_channels * g.large[0] * g.large[1] * g.stride[2] * phase_len,
-            plan.large_channels * prod(g.kernel) * width if gemm else 0,     # columns
-            plan.small_channels * width if gemm else 0,                      # product
+            plan.large_channels * prod(g.kernel) * chunk * size if gemm else 0,  # columns
+            plan.small_channels * chunk * size if gemm else 0,                   # product
         )
     tables = tuple(np.ascontiguousarray(t, dtype=np.intp) for t in tables)
     return KernelSetup(geo=geo, tables=tables, sizes=sizes, algorithm=algorithm,
@@ -236,7 +236,9 @@ class Executor:
         self.output_shape = plan.output_shape
         self.max_threads = max(1, plan.flops // FLOPS_PER_THREAD)
         self.workspace = setup.workspace
-        self.per_thread = plan.transposed
+        # Transposed: scratch planes and GEMM chunks are per thread; convolution: the
+        # phased input is shared, the GEMM chunk buffers are per thread.
+        self.per_thread = (True, True, True) if plan.transposed else (False, True, True)
 
     def __call__(self, x, w, b):
         dtype = self.dtype
@@ -250,12 +252,9 @@ class Executor:
         n_threads = current_threads()
         if n_threads > self.max_threads:
             n_threads = self.max_threads
-        copies = n_threads if self.per_thread else 1
-        first, second, third = self.workspace
         self.kernel(out, x, w, b,
-                    _workspace(0, copies * first, dtype) if first else None,
-                    _workspace(1, copies * second, dtype) if second else None,
-                    _workspace(2, copies * third, dtype) if third else None,
+                    *(_workspace(slot, size * (n_threads if each else 1), dtype) if size else None
+                      for slot, (size, each) in enumerate(zip(self.workspace, self.per_thread))),
                     n_threads, n_threads if BLAS_THREAD_HOOK else 1)
         return out
 

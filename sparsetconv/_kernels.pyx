@@ -388,16 +388,31 @@ cdef void _phase_input(floating *phased, const floating *x, const Py_ssize_t *ge
     offset o + t*d div s.
     """
     cdef Py_ssize_t lx = geo[LARGE + 2], stride = geo[STRIDE + 2], pad = geo[PAD + 2]
-    cdef Py_ssize_t row, r, m, p
+    cdef Py_ssize_t row, r, m, m0, m1
     cdef floating *dst
     cdef const floating *src
     for row in prange(rows, schedule="static", num_threads=n_threads):
         dst = phased + row * stride * phase_len
         src = x + row * lx
         for r in range(stride):
-            for m in range(phase_len):
-                p = m * stride + r - pad
-                dst[r * phase_len + m] = src[p] if 0 <= p < lx else 0
+            # m*stride + r - pad lies in [0, lx) exactly for m in [m0, m1)
+            m0 = (pad - r + stride - 1) // stride if pad > r else 0
+            m1 = (lx + pad - r + stride - 1) // stride
+            if m0 > phase_len:
+                m0 = phase_len
+            if m1 > phase_len:
+                m1 = phase_len
+            if m1 < m0:
+                m1 = m0
+            for m in range(m0):
+                dst[r * phase_len + m] = 0
+            if stride == 1:
+                memcpy(dst + m0, src + m0 - pad, (m1 - m0) * sizeof(floating))
+            else:
+                for m in range(m0, m1):
+                    dst[r * phase_len + m] = src[m * stride + r - pad]
+            for m in range(m1, phase_len):
+                dst[r * phase_len + m] = 0
 
 
 cdef void _conv_rows(
@@ -486,31 +501,74 @@ cdef void _im2col(floating *cols, const floating *phased, const Py_ssize_t *geo,
                                 dst[i] = 0
 
 
-cdef void _conv_gemm(
+cdef inline void _conv_chunk(
         floating *out, const floating *phased, floating *w, const floating *bias,
-        floating *cols, floating *product, const Py_ssize_t *geo, const Py_ssize_t **table,
-        const Py_ssize_t *sizes, int n_threads, int gemm_threads) noexcept nogil:
-    """im2col, then out_g = W_g @ cols_g per group (BLAS), then bias and batch layout."""
-    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
+        floating *cols, floating *product, Py_ssize_t first, Py_ssize_t count,
+        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
+        int n_threads) noexcept nogil:
+    """Samples [first, first+count): im2col, out_g = W_g @ cols_g per group (BLAS), then
+    bias and the (sample, channel) layout."""
+    cdef Py_ssize_t c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
     cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
     cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
+    cdef Py_ssize_t row_len = geo[STRIDE + 2] * sizes[4]
+    cdef Py_ssize_t large_plane = geo[LARGE] * geo[LARGE + 1] * row_len
     cdef Py_ssize_t cin_g = c_in // groups, cout_g = c_out // groups
-    cdef Py_ssize_t width = batch * size, depth = cin_g * kernel_size
+    cdef Py_ssize_t width = count * size, depth = cin_g * kernel_size
     cdef Py_ssize_t row, n, co, i
     cdef floating bias_value
-    _im2col(cols, phased, geo, table[6], geo[STRIDE + 2] * sizes[4], batch, c_in, n_threads)
+    _im2col(cols, phased + first * c_in * large_plane, geo, table[6], row_len, count, c_in,
+            n_threads)
     # Row-major product (cout_g, width) = W_g (cout_g x depth) @ cols_g (depth x width);
     # column-major: product^T = cols_g^T @ W_g^T, both as 'N'.
     _grouped_gemm(b'N', b'N', <int> width, <int> cout_g, <int> depth,
                   cols, <int> width, depth * width,
                   w, <int> depth, cout_g * depth,
-                  0, product, <int> width, cout_g * width, groups, gemm_threads)
-    for row in prange(batch * c_out, schedule="static", num_threads=n_threads):
+                  0, product, <int> width, cout_g * width, groups, n_threads)
+    for row in prange(count * c_out, schedule="static", num_threads=n_threads):
         n = row // c_out
         co = row % c_out
         bias_value = bias[co] if bias != NULL else 0
         for i in range(size):
-            out[row * size + i] = product[(co * batch + n) * size + i] + bias_value
+            out[((first + n) * c_out + co) * size + i] = (
+                product[(co * count + n) * size + i] + bias_value)
+
+
+cdef void _conv_gemm(
+        floating *out, const floating *phased, floating *w, const floating *bias,
+        floating *cols_all, floating *product_all, const Py_ssize_t *geo,
+        const Py_ssize_t **table, const Py_ssize_t *sizes, int n_threads,
+        int gemm_threads) noexcept nogil:
+    """im2col + GEMM, a chunk of samples at a time (sizes[5] samples) so the columns are
+    still in cache; with enough chunks each thread takes whole chunks (no barrier)."""
+    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2], chunk = sizes[5]
+    cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
+    cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
+    cdef Py_ssize_t n_chunks = (batch + chunk - 1) // chunk
+    cdef Py_ssize_t cols_len = c_in * kernel_size * chunk * size
+    cdef Py_ssize_t product_len = c_out * chunk * size
+    cdef Py_ssize_t item, first, tid
+    cdef floating *cols
+    cdef floating *product
+    cdef int previous = 0
+    if n_chunks >= n_threads and gemm_threads == n_threads and n_threads > 1:
+        with parallel(num_threads=n_threads):
+            if _blas_set_local != NULL:
+                previous = _blas_set_local(1)
+            tid = threadid()
+            cols = cols_all + tid * cols_len
+            product = product_all + tid * product_len
+            for item in prange(n_chunks, schedule="dynamic"):
+                first = item * chunk
+                _conv_chunk(out, phased, w, bias, cols, product, first,
+                            min(chunk, batch - first), geo, table, sizes, 1)
+            if _blas_set_local != NULL:
+                _blas_set_local(previous)
+        return
+    for item in range(n_chunks):
+        first = item * chunk
+        _conv_chunk(out, phased, w, bias, cols_all, product_all, first,
+                    min(chunk, batch - first), geo, table, sizes, gemm_threads)
 
 
 # ---------------------------------------------------------------------------

@@ -69,10 +69,14 @@ def as_linear_operator(input_shape, weight, stride=1, padding=0, output_padding=
             return conv_transpose(x, weight, None, stride, padding, output_padding, groups,
                                   dilation)
 
+        # The adjoint convolution gets the resolved pads ("same" means something else
+        # for a convolution); a negative end (a "same" extension) reads nothing: 0.
+        pairs = tuple((b, max(e, 0)) for b, e in zip(geometry.pad_begin, geometry.pad_end))
+
         def backward(y):
-            # The convolution; with output_padding >= stride it has extra trailing
-            # positions that the transposed convolution never read: drop them.
-            out = conv(y, weight, None, stride, padding, dilation, groups)
+            # With output_padding >= stride (or a clipped end) the convolution has
+            # extra trailing positions the transposed convolution never read: drop them.
+            out = conv(y, weight, None, stride, pairs, dilation, groups)
             return out[(Ellipsis,) + tuple(slice(0, s) for s in spatial)]
     else:
         if any(as_tuple(output_padding, rank, "output_padding")):
@@ -85,8 +89,10 @@ def as_linear_operator(input_shape, weight, stride=1, padding=0, output_padding=
         def forward(x):
             return conv(x, weight, None, stride, padding, dilation, groups)
 
+        pairs = tuple(zip(geometry.pad_begin, geometry.pad_end))  # "same" resolved
+
         def backward(y):
-            return conv_transpose(y, weight, None, stride, padding, 0, groups, dilation,
+            return conv_transpose(y, weight, None, stride, pairs, 0, groups, dilation,
                                   output_size=spatial)
 
     forward(np.zeros((1,) + input_shape, dtype))  # validate channels and groups now

@@ -12,6 +12,7 @@ from collections import namedtuple
 import numpy as np
 
 from .functional import conv, conv_transpose
+from .shapes import resolve_conv
 
 __all__ = ["AdjointCheck", "adjoint_check", "gradcheck"]
 
@@ -81,8 +82,13 @@ def adjoint_check(input_shape, weight, stride=1, padding=0, dilation=1, groups=1
         def forward(x):
             return conv(x, weight, None, stride, padding, dilation, groups, backend=backend)
     if adjoint is None:
+        # The adjoint gets the convolution's padding resolved to (begin, end) pairs:
+        # "same" means something else for a transposed convolution (SPEC section 1).
+        geometry = resolve_conv(input_shape[1:], weight.shape[2:], stride, padding, dilation)
+        pairs = tuple(zip(geometry.pad_begin, geometry.pad_end))
+
         def adjoint(y):
-            return conv_transpose(y, weight, None, stride, padding, 0, groups, dilation,
+            return conv_transpose(y, weight, None, stride, pairs, 0, groups, dilation,
                                   output_size=input_shape[1:], backend=backend)
     x = rng.standard_normal(input_shape).astype(dtype)
     ax = np.asarray(forward(x))
