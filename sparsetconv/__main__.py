@@ -110,6 +110,13 @@ def _bench(args):
     rank = len(args.input) - 2
     if rank not in (1, 2, 3):
         raise _UsageError("--input must be N C and 1 to 3 spatial sizes")
+    for name in ("groups", "out_channels", "threads", "repeat"):
+        if getattr(args, name) < 1:
+            raise _UsageError(f"--{name.replace('_', '-')} must be >= 1, got "
+                              f"{getattr(args, name)}")
+    if args.out_channels % args.groups or args.input[1] % args.groups:
+        raise _UsageError(f"--groups {args.groups} must divide the input channels "
+                          f"({args.input[1]}) and --out-channels ({args.out_channels})")
     kernel = ((args.kernel[0],) * rank if len(args.kernel) == 1 else tuple(args.kernel))
     rng = np.random.default_rng(0)
     dtype = np.dtype(args.dtype)
@@ -120,6 +127,7 @@ def _bench(args):
                   dilation=_per_axis(args.dilation))
     calls = {backend: (lambda b=backend: functional.conv_transpose(x, w, backend=b, **kwargs))
              for backend in ("auto", "direct", "sparse")}
+    functional.conv_transpose(x[:1], w, **kwargs)  # invalid arguments fail here, exit 2
     try:
         import torch
         torch.set_num_threads(args.threads)
@@ -130,8 +138,12 @@ def _bench(args):
             raise ImportError  # PyTorch has no asymmetric or string padding here
         calls["torch"] = lambda: fn(tx, tw, None, kwargs["stride"], padding,
                                     kwargs["output_padding"], args.groups, kwargs["dilation"])
+        calls["torch"]()
     except ImportError:
         pass
+    except RuntimeError as error:  # arguments PyTorch does not take (e.g. its own limits)
+        calls.pop("torch", None)
+        print(f"(torch skipped: {str(error).splitlines()[0]})")
     print(f"conv_transpose on input {tuple(args.input)}, weight {w.shape}, {kwargs}, "
           f"{dtype}, {args.threads} thread(s)")
     print(f"{'backend':<8} {'median ms':>10}")

@@ -252,19 +252,25 @@ def plot_contributions(input, weight, stride=1, padding=0, output_padding=0, dil
         ``filename``.
     """
     plt = _pyplot()
-    x = np.atleast_2d(np.asarray(input, dtype=np.float64))
+    x = np.asarray(input, dtype=np.float64)
     w = np.asarray(weight, dtype=np.float64)
-    one_d = np.ndim(input) == 1
-    if one_d:
-        w = w[None, :]
-        stride, dilation = (1, stride), (1, dilation)
-        padding = (0, padding if not isinstance(padding, str) else padding)
-        output_padding = (0, output_padding)
-    if x.ndim != 2 or w.ndim != 2:
-        raise ValueError("plot_contributions draws 1-D and 2-D inputs")
+    if x.ndim not in (1, 2) or w.ndim != x.ndim:
+        raise ValueError(f"plot_contributions draws 1-D and 2-D inputs with a kernel of the "
+                         f"same rank, got input.shape={x.shape}, weight.shape={w.shape}")
+    one_d = x.ndim == 1
     geometry = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding,
                                       dilation)
-    # Uncropped buffers: no padding, and room for whatever output_padding adds.
+    if one_d:  # draw a 1-D input as one row of a 2-D picture
+        x, w = x[None, :], w[None, :]
+        lift = lambda values, unit: (unit,) + tuple(values)  # noqa: E731
+        geometry = type(geometry)(
+            small=lift(geometry.small, 1), large=lift(geometry.large, 1),
+            kernel=lift(geometry.kernel, 1), stride=lift(geometry.stride, 1),
+            dilation=lift(geometry.dilation, 1), pad_begin=lift(geometry.pad_begin, 0),
+            pad_end=lift(geometry.pad_end, 0),
+            output_padding=lift(geometry.output_padding, 0))
+    # Uncropped buffers: no padding, and room for whatever output_padding (or a "same"
+    # extension) adds past the full output.
     extra = tuple(max(0, pb + o - ((i - 1) * s + d * (k - 1) + 1))
                   for pb, o, i, s, d, k in zip(geometry.pad_begin, geometry.large,
                                                geometry.small, geometry.stride,
