@@ -203,6 +203,9 @@ def main(argv=None):
     except (_UsageError, ValueError, TypeError, ImportError) as error:
         print(f"sparsetconv: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+        sys.stderr.close()
+        return 0
     return 0
 
 
