@@ -100,8 +100,8 @@ def adjoint_check(input_shape, weight, stride=1, padding=0, dilation=1, groups=1
     rhs = float(np.vdot(x.astype(np.float64), aty.astype(np.float64)))
     scale = max(np.linalg.norm(ax) * np.linalg.norm(y), np.linalg.norm(x) * np.linalg.norm(aty),
                 np.finfo(np.float64).tiny)
-    rel_gap = abs(lhs - rhs) / scale
-    return AdjointCheck(lhs, rhs, rel_gap, bool(rel_gap <= _TOLERANCE[dtype]))
+    rel_gap = float(abs(lhs - rhs) / scale)
+    return AdjointCheck(lhs, rhs, rel_gap, rel_gap <= _TOLERANCE[dtype])
 
 
 def gradcheck(fn, inputs, grad_fn, *, eps=1e-6, atol=1e-5, rtol=1e-3, rng=None):
@@ -178,7 +178,7 @@ def gradcheck(fn, inputs, grad_fn, *, eps=1e-6, atol=1e-5, rtol=1e-3, rng=None):
             worst = np.unravel_index(np.argmax(excess), value.shape)
             raise AssertionError(
                 f"gradcheck failed for input {position} at element {tuple(map(int, worst))}: "
-                f"numerical {numerical[worst]!r}, analytic {gradient[worst]!r} "
+                f"numerical {float(numerical[worst])!r}, analytic {float(gradient[worst])!r} "
                 f"(|difference| {abs(numerical[worst] - gradient[worst]):.3g} > atol + "
                 f"rtol * |numerical| = {atol + rtol * abs(numerical[worst]):.3g}); "
                 f"{int(np.sum(excess > 0))} of {value.size} elements fail"
