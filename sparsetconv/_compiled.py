@@ -66,21 +66,22 @@ def _phase_index(q, stride, phase_len):
 
 
 # The GEMM path's column buffer (per thread, per chunk of samples) may not exceed this.
-GEMM_MAX_COLUMN_BYTES = 64 * 2**20
+GEMM_MAX_COLUMN_BYTES = 128 * 2**20
 
 
 def choose_algorithm(plan):
     """The ``"auto"`` rule (measured with benchmarks/bench_suite.py --algorithms).
 
     1. GEMM when a group has at least 16 (input x output) channel pairs and one
-       chunk's column buffer fits in GEMM_MAX_COLUMN_BYTES.  BLAS runs at 75-95 GFLOP/s
-       per core, the direct kernels (which vectorise over one input row at a time) at
-       5-25: dcgan5 (64 x 3 channels) GEMM 1.7 ms, direct 5 ms; dcgan1-4, unet, melgan,
-       vnet3d, dilated: GEMM 3-30x faster.
+       chunk's column buffer fits in GEMM_MAX_COLUMN_BYTES (128 MiB).  BLAS runs at
+       75-95 GFLOP/s per core, the direct kernels (which vectorise over one input row
+       at a time) at 5-25: dcgan5 (64 x 3 channels) GEMM 1.7 ms, direct 5 ms; dcgan1-4,
+       unet, melgan, vnet3d, dilated: GEMM 3-30x faster; fcn32 (88 MB of columns)
+       25 ms against 35-95 ms for kernel rows.
     2. Otherwise, for a transposed convolution whose kernel row is longer than its
        input row (stride-1 dilation), KERNEL_ROWS: one contiguous kernel row per input
-       element.  fcn32 lands here through rule 1's cap (its columns would take 88 MB)
-       and runs as fast as its GEMM (26 ms vs 26-30 ms).
+       element (its speed varies 3x between processes with how the weight and scratch
+       addresses alias in the cache, so it only serves when GEMM's columns are too big).
     3. Otherwise DIRECT: few channels (depthwise: 1.9 ms against GEMM's 3.5 ms) and
        seed-sized calls, where there is nothing for BLAS to amortise.
     """
@@ -222,7 +223,7 @@ class Executor:
     """
 
     __slots__ = ("plan", "algorithm", "kernel", "dtype", "output_shape", "max_threads",
-                 "workspace", "per_thread")
+                 "workspace", "per_thread", "chunks")
 
     def __init__(self, plan, algorithm=None):
         if algorithm is None:
@@ -239,6 +240,9 @@ class Executor:
         # Transposed: scratch planes and GEMM chunks are per thread; convolution: the
         # phased input is shared, the GEMM chunk buffers are per thread.
         self.per_thread = (True, True, True) if plan.transposed else (False, True, True)
+        # GEMM buffers are per thread only when threads take whole chunks (see the kernels).
+        batch = 1 if plan.batch is None else plan.batch
+        self.chunks = -(-batch // _gemm_chunk(plan))
 
     def __call__(self, x, w, b):
         dtype = self.dtype
@@ -252,9 +256,11 @@ class Executor:
         n_threads = current_threads()
         if n_threads > self.max_threads:
             n_threads = self.max_threads
+        per_chunk = n_threads if self.chunks >= n_threads and BLAS_THREAD_HOOK else 1
+        copies = [n_threads if self.per_thread[0] else 1, per_chunk, per_chunk]
         self.kernel(out, x, w, b,
-                    *(_workspace(slot, size * (n_threads if each else 1), dtype) if size else None
-                      for slot, (size, each) in enumerate(zip(self.workspace, self.per_thread))),
+                    *(_workspace(slot, size * count, dtype) if size else None
+                      for slot, (size, count) in enumerate(zip(self.workspace, copies))),
                     n_threads, n_threads if BLAS_THREAD_HOOK else 1)
         return out
 
