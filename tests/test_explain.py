@@ -13,7 +13,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
-from conftest import assert_matches, conv_configs, explicit_padding, output_spatial
+from conftest import (SEED_003_OUT, assert_matches, conv_configs, explicit_padding,
+                      output_spatial)
 from reference import conv_transpose_reference
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -402,25 +403,13 @@ def test_contributions_seed_004_coloured_buffers():
         stc.contributions([[2, 4], [0, 1]], [[3, 1], [1, 5]]).sum(axis=(0, 1)), expected)
 
 
-SEED_003_OUTPUT = np.array([
-    [6, 12, 14, 12, 14, 12, 14, 7],
-    [12, 24, 28, 24, 28, 24, 28, 14],
-    [20, 40, 44, 40, 44, 40, 44, 22],
-    [12, 24, 28, 24, 28, 24, 28, 14],
-    [20, 40, 44, 40, 44, 40, 44, 22],
-    [12, 24, 28, 24, 28, 24, 28, 14],
-    [20, 40, 44, 40, 44, 40, 44, 22],
-    [10, 20, 22, 20, 22, 20, 22, 11],
-], dtype=float)
-
-
 def test_contributions_seed_003_stride_and_padding():
     x = np.ones((4, 4))
     w = np.arange(1.0, 17.0).reshape(4, 4)
     buffers = stc.contributions(x, w, stride=2, padding=1)
     assert buffers.shape == (4, 4, 8, 8)
     total = buffers.sum(axis=(0, 1))
-    np.testing.assert_array_equal(total, SEED_003_OUTPUT)
+    np.testing.assert_array_equal(total, SEED_003_OUT)
     np.testing.assert_allclose(
         total, conv_transpose_reference(x[None, None], w[None, None], None, 2, 1)[0, 0])
     np.testing.assert_allclose(

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 import sparsetconv as stc
 from conftest import (
+    SEED_002_OUT,
+    SEED_003_OUT,
     BACKENDS,
     assert_matches,
     available_backends,
@@ -32,21 +34,6 @@ def _rng(seed=0):
 
 # ---------------------------------------------------------------------------
 # The seed documents' worked examples
-
-SEED_002_OUT = np.array([[0, 0, 4, 1],
-                         [0, 0, 2, 3],
-                         [8, 2, 12, 3],
-                         [4, 6, 6, 9]], dtype=np.float64)
-
-SEED_003_OUT = np.array([[6, 12, 14, 12, 14, 12, 14, 7],
-                         [12, 24, 28, 24, 28, 24, 28, 14],
-                         [20, 40, 44, 40, 44, 40, 44, 22],
-                         [12, 24, 28, 24, 28, 24, 28, 14],
-                         [20, 40, 44, 40, 44, 40, 44, 22],
-                         [12, 24, 28, 24, 28, 24, 28, 14],
-                         [20, 40, 44, 40, 44, 40, 44, 22],
-                         [10, 20, 22, 20, 22, 20, 22, 11]], dtype=np.float64)
-
 
 def test_seed_002_stride_2(backend):
     x = np.array([[0.0, 1.0], [2.0, 3.0]]).reshape(1, 1, 2, 2)
