@@ -227,6 +227,40 @@ def _compact(draw, values):
     return values
 
 
+def draw_padding(draw, kind, rank, transposed, capacity, need, limit=3, spread=2):
+    """Draw a padding of ``kind`` that keeps the output non-empty.
+
+    ``capacity[a]``: the most total crop a transposed convolution allows on axis a;
+    ``need[a]``: the least total padding a convolution needs.  ``limit`` caps each
+    amount drawn, ``spread`` how far above the minimum a convolution's padding goes.
+    """
+    if kind in ("same", "valid"):
+        return kind
+    if kind == "int":
+        if transposed:
+            p = draw(st.integers(0, min(limit, min(c // 2 for c in capacity))))
+        else:
+            low = max(_ceil_div(n, 2) for n in need)
+            p = draw(st.integers(low, low + spread))
+        return p if draw(st.booleans()) else (p,) * rank
+    if kind == "ints":
+        if transposed:
+            return tuple(draw(st.integers(0, min(limit, c // 2))) for c in capacity)
+        return tuple(draw(st.integers(_ceil_div(n, 2), _ceil_div(n, 2) + spread))
+                     for n in need)
+    pairs = []  # "pairs"
+    for a in range(rank):
+        if transposed:
+            begin = draw(st.integers(0, min(limit, capacity[a])))
+            end = draw(st.integers(0, min(limit, capacity[a] - begin)))
+        else:
+            begin = draw(st.integers(0, limit))
+            low = max(0, need[a] - begin)
+            end = draw(st.integers(low, low + 2))
+        pairs.append((begin, end))
+    return tuple(pairs)
+
+
 @st.composite
 def conv_configs(draw, rank=None, *, transposed=True, padding_kinds=PADDING_KINDS,
                  same_needs_stride_one=False, max_batch=2):
@@ -276,34 +310,7 @@ def conv_configs(draw, rank=None, *, transposed=True, padding_kinds=PADDING_KIND
     capacity = [(n - 1) * s + sp + op - 1
                 for n, s, sp, op in zip(in_size, stride, span, output_padding)]
 
-    if kind in ("same", "valid"):
-        padding = kind
-    elif kind == "int":
-        if transposed:
-            p = draw(st.integers(0, min(3, min(c // 2 for c in capacity))))
-        else:
-            low = max(_ceil_div(n, 2) for n in need)
-            p = draw(st.integers(low, low + 2))
-        padding = p if draw(st.booleans()) else (p,) * rank
-    elif kind == "ints":
-        if transposed:
-            padding = tuple(draw(st.integers(0, min(3, c // 2))) for c in capacity)
-        else:
-            padding = tuple(draw(st.integers(_ceil_div(n, 2), _ceil_div(n, 2) + 2))
-                            for n in need)
-    else:  # "pairs"
-        pairs = []
-        for a in range(rank):
-            if transposed:
-                begin = draw(st.integers(0, min(3, capacity[a])))
-                end = draw(st.integers(0, min(3, capacity[a] - begin)))
-            else:
-                begin = draw(st.integers(0, 3))
-                low = max(0, need[a] - begin)
-                end = draw(st.integers(low, low + 2))
-            pairs.append((begin, end))
-        padding = tuple(pairs)
-
+    padding = draw_padding(draw, kind, rank, transposed, capacity, need)
     pairs = explicit_padding(padding, in_size, kernel, stride, dilation,
                              transposed=transposed)
     out_size = output_spatial(in_size, kernel, stride, pairs, dilation, output_padding,

@@ -16,7 +16,7 @@ import sparsetconv as stc
 from conftest import (
     SYMMETRIC_PADDING_KINDS,
     ConvConfig,
-    _ceil_div,
+    draw_padding,
     assert_matches,
     available_backends,
     conv_configs,
@@ -193,26 +193,7 @@ def small_configs(draw, rank, transposed):
     capacity = [(n - 1) * s + sp + op - 1
                 for n, s, sp, op in zip(in_size, stride, span, output_padding)]
     need = [max(0, sp - n) for sp, n in zip(span, in_size)]
-    if kind in ("same", "valid"):
-        padding = kind
-    elif kind == "int":
-        if transposed:
-            padding = draw(st.integers(0, min(2, min(c // 2 for c in capacity))))
-        else:
-            low = max(_ceil_div(n, 2) for n in need)
-            padding = draw(st.integers(low, low + 1))
-    else:
-        pairs = []
-        for a in range(rank):
-            if transposed:
-                begin = draw(st.integers(0, min(2, capacity[a])))
-                end = draw(st.integers(0, min(2, capacity[a] - begin)))
-            else:
-                begin = draw(st.integers(0, 2))
-                low = max(0, need[a] - begin)
-                end = draw(st.integers(low, low + 2))
-            pairs.append((begin, end))
-        padding = tuple(pairs)
+    padding = draw_padding(draw, kind, rank, transposed, capacity, need, limit=2, spread=1)
     pairs = explicit_padding(padding, in_size, kernel, stride, dilation,
                              transposed=transposed)
     out_size = output_spatial(in_size, kernel, stride, pairs, dilation, output_padding,

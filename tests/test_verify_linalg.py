@@ -302,16 +302,10 @@ def test_gradcheck_does_not_modify_inputs():
 # ---------------------------------------------------------------------------
 # as_linear_operator
 
-def _operator_args(cfg):
-    kw = dict(stride=cfg.stride, padding=cfg.padding, dilation=cfg.dilation,
-              groups=cfg.groups)
-    if cfg.transposed:
-        kw["output_padding"] = cfg.output_padding
-    return kw
 
 
 def _matrix_for(cfg, in_shape, w):
-    kw = _operator_args(cfg)
+    kw = cfg.kwargs()
     if cfg.transposed:
         return stc.conv_transpose_matrix(in_shape, w, **kw)
     return stc.conv_matrix(in_shape, w, **kw)
@@ -328,7 +322,7 @@ def test_linear_operator(rank, transpose, data):
     x, w, _ = cfg.arrays()
     x = x[0]
     in_shape, out_shape = x.shape, cfg.output_shape[1:]
-    A = stc.as_linear_operator(in_shape, w, **_operator_args(cfg), transpose=transpose)
+    A = stc.as_linear_operator(in_shape, w, **cfg.kwargs(), transpose=transpose)
     assert A.shape == (int(np.prod(out_shape)), int(np.prod(in_shape)))
 
     # matvec is the operation on the reshaped vector.
