@@ -18,7 +18,7 @@ from .functional import (
     conv_transpose2d,
     conv_transpose3d,
 )
-from .explain import contributions, explain, plot_contributions, plot_matrix
+from .explain import contributions, explain, output_terms, plot_contributions, plot_matrix
 from .gradients import conv_backward, conv_transpose_backward
 from .layers import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .linalg import as_linear_operator, deconvolve
@@ -43,5 +43,5 @@ __all__ = [
     "conv_transpose_backward", "conv_backward", "AdjointCheck", "adjoint_check", "gradcheck",
     "as_linear_operator", "deconvolve",
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-    "explain", "contributions", "plot_contributions", "plot_matrix",
+    "explain", "contributions", "output_terms", "plot_contributions", "plot_matrix",
 ]

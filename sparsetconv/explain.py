@@ -6,17 +6,21 @@
 - :func:`contributions` returns, for a single-channel input, the "buffer" each input
   element writes -- ``input[i] * kernel`` placed at ``i*stride - padding`` -- whose sum
   is the output.
+- :func:`output_terms` lists, for one output element, the (input, kernel) products
+  that sum to it.
 - :func:`plot_contributions` and :func:`plot_matrix` draw them (matplotlib, the
   optional ``plot`` extra).
 """
 
+import itertools
+
 import numpy as np
 
-from ._validation import padding_spec
+from ._validation import as_int, padding_spec
 from .matrix import conv_matrix, conv_transpose_matrix
 from .shapes import _sizes, resolve_conv_transpose
 
-__all__ = ["explain", "contributions", "plot_contributions", "plot_matrix"]
+__all__ = ["explain", "contributions", "output_terms", "plot_contributions", "plot_matrix"]
 
 
 def explain(input_size, kernel_size, stride=1, padding=0, output_padding=0, dilation=1):
@@ -220,6 +224,73 @@ def contributions(input, weight, stride=1, padding=0, output_padding=0, dilation
     dense = matrix.toarray()                           # (outputs, inputs)
     buffers = dense * x.reshape(1, -1).astype(dense.dtype)
     return np.ascontiguousarray(buffers.T).reshape(x.shape + out_shape)
+
+
+def output_terms(input, weight, index, stride=1, padding=0, output_padding=0, dilation=1):
+    """The terms whose sum is one output element of a transposed convolution.
+
+    For a single channel, output position ``o`` receives ``input[i] * weight[k]`` for
+    every input index ``i`` and kernel index ``k`` with ``i*stride - pad_begin +
+    k*dilation == o`` on every axis.  This lists them, so that any output number can be
+    recomputed by hand.
+
+    Parameters
+    ----------
+    input : array_like
+        ``spatial`` (no batch or channel axes), 1 to 3 dimensions.
+    weight : array_like
+        ``kernel``, same number of dimensions (not flipped: ``weight[kernel_index]``).
+    index : int or tuple of int
+        The output element, one index per spatial axis (an int for 1-D).
+    stride, padding, output_padding, dilation
+        As for :func:`sparsetconv.conv_transpose`.
+
+    Returns
+    -------
+    list of tuple
+        ``(input_index, kernel_index, input_value, weight_value)`` per term, in row-major
+        order of ``input_index``; empty where only padding or output_padding reaches
+        that output.  ``sum(v * w for _, _, v, w in terms)`` is ``output[index]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[2.0, 4.0], [0.0, 1.0]])
+    >>> w = np.array([[3.0, 1.0], [1.0, 5.0]])
+    >>> for term in output_terms(x, w, (1, 1)):
+    ...     print(term)
+    ((0, 0), (1, 1), 2.0, 5.0)
+    ((0, 1), (1, 0), 4.0, 1.0)
+    ((1, 0), (0, 1), 0.0, 1.0)
+    ((1, 1), (0, 0), 1.0, 3.0)
+    """
+    x = np.asarray(input)
+    w = np.asarray(weight)
+    if not 1 <= x.ndim <= 3 or w.ndim != x.ndim:
+        raise ValueError(f"input and weight must have the same number (1-3) of spatial "
+                         f"dimensions and no channel axes, got input.shape={x.shape}, "
+                         f"weight.shape={w.shape}")
+    g = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding, dilation)
+    position = (index,) if np.ndim(index) == 0 else tuple(index)
+    if len(position) != g.rank:
+        raise ValueError(f"index must give {g.rank} output indices, got index={index!r}")
+    per_axis = []
+    for axis, value in enumerate(position):
+        value = as_int(value, f"index[{axis}]")
+        if not 0 <= value < g.large[axis]:
+            raise ValueError(f"index[{axis}]={value} is outside the output, whose size on "
+                             f"that axis is {g.large[axis]}")
+        taps = np.arange(g.kernel[axis])
+        # i*stride = value + pad_begin - k*dilation must be a multiple of stride, in range
+        reach = value + g.pad_begin[axis] - taps * g.dilation[axis]
+        hit = (reach % g.stride[axis] == 0) & (reach >= 0) & (reach < g.small[axis] * g.stride[axis])
+        per_axis.append(sorted(zip((reach[hit] // g.stride[axis]).tolist(), taps[hit].tolist())))
+    terms = []
+    for pairs in itertools.product(*per_axis):
+        i = tuple(p[0] for p in pairs)
+        k = tuple(p[1] for p in pairs)
+        terms.append((i, k, x[i].item(), w[k].item()))
+    return terms
 
 
 # ---------------------------------------------------------------------------

@@ -529,3 +529,44 @@ def test_package_imports_and_explains_without_matplotlib(tmp_path):
                             timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "[1.0,", "2.0,", "1.0]", "True"]
+
+
+# ---------------------------------------------------------------------------
+# output_terms
+
+
+def test_output_terms_seed_003_term_by_term():
+    x = np.ones((4, 4))
+    w = np.arange(1.0, 17.0).reshape(4, 4)
+    # The 6 at (0, 0): kernel taps (1, 1), (1, 2), (2, 1), (2, 2) minus the cropped row
+    # and column -- only w[1,1]=6 reaches it, from input (0, 0).
+    assert stc.output_terms(x, w, (0, 0), stride=2, padding=1) == [((0, 0), (1, 1), 1.0, 6.0)]
+    terms = stc.output_terms(x, w, (0, 1), stride=2, padding=1)
+    assert terms == [((0, 0), (1, 2), 1.0, 7.0), ((0, 1), (1, 0), 1.0, 5.0)]
+    assert sum(v * k for _, _, v, k in terms) == SEED_003_OUT[0, 1] == 12
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), rank=st.integers(1, 3))
+def test_output_terms_sum_to_every_output(data, rank):
+    config = data.draw(conv_configs(rank, transposed=True))
+    rng = np.random.default_rng(config.seed)
+    x = rng.integers(-3, 4, size=config.in_size).astype(float)
+    w = rng.integers(-3, 4, size=config.kernel).astype(float)
+    kwargs = dict(stride=config.stride, padding=config.padding,
+                  output_padding=config.output_padding, dilation=config.dilation)
+    expected = conv_transpose_reference(x[None, None], w[None, None], None, config.stride,
+                                        config.pairs, config.output_padding, 1,
+                                        config.dilation)[0, 0]
+    for index in np.ndindex(expected.shape):
+        terms = stc.output_terms(x, w, index if rank > 1 else index[0], **kwargs)
+        for i, k, value, weight in terms:
+            assert value == x[i] and weight == w[k]
+        assert sum(v * k for _, _, v, k in terms) == expected[index]
+
+
+def test_output_terms_errors():
+    with pytest.raises(ValueError, match="index"):
+        stc.output_terms(np.ones(3), np.ones(2), 5)
+    with pytest.raises(ValueError, match="index must give 2"):
+        stc.output_terms(np.ones((3, 3)), np.ones((2, 2)), 1)
