@@ -1,25 +1,27 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled kernels for convolution and transposed convolution.
+"""Compiled kernels for convolution, transposed convolution and the weight gradient.
 
-These functions trust their inputs: the Python layer (``_compiled.py``) has validated
-shapes, made every array C-contiguous in the computing dtype, allocated the output
-and workspaces, and computed the index tables.  Nothing here allocates or raises.
+These functions trust their inputs: the Python layer (``_layout.py``, ``_compiled.py``)
+has validated shapes, made every array C-contiguous in the computing dtype, allocated
+the output and the workspaces, and built the index tables.  Nothing here allocates
+or raises.
 
-Layout: every rank is treated as 3-D with leading unit axes (one implementation for
-1-D, 2-D and 3-D).  ``geo`` holds, per axis (z, y, x), the small-side size (conv
-output / transposed input), the large-side size, kernel, stride, dilation and
-pad_begin, joined by ``large = small*stride - pad_begin + tap*dilation``.
+Every kernel reads one :c:type:`Problem` (declared in ``_kernels.pxd``) by name.  All
+ranks are 3-D with leading unit axes: one implementation for 1-D, 2-D and 3-D.  The
+geometry joins a small side (transposed input, convolution output) and a large side
+(transposed output, convolution input) per axis by
+``large = small*stride - pad_begin + tap*dilation``, and the large side is handled
+in *phase-major* order (positions grouped by ``large mod stride``): there a tap maps
+consecutive small indices to consecutive positions, so every inner loop is a
+contiguous run, and each tap's run is clipped to the positions that exist -- the
+padding is never stored, read or multiplied, and no workspace is larger than the
+call's own planes.
 
-Transposed convolution: each thread owns whole (sample, channel) output planes, so
-there are no write races.  A plane is accumulated uncropped in a *phase-major*
-scratch plane: on every axis, position q = m*stride + r lives at index r*M + m.  A
-kernel tap then always lands on one phase, at a fixed offset, so each tap adds a
-contiguous source block (input rows times a weight, or GEMM columns) to a contiguous
-scratch block: no modulo, no branch and no multiply by an inserted zero in the inner
-loop (``_rowops.h``).  A final gather per output row crops and un-phases.
-
-Convolution: each thread owns output rows and gathers into them from a phase-major
-copy of the padded input, so strided reads become contiguous runs too.
+Transposed convolution: each thread owns whole (sample, channel) output planes (no
+write races), accumulated in a phase-major scratch plane of exactly the output's
+size, then un-phased into the output.  Convolution: each thread owns output rows and
+gathers into them from the large input (re-laid out phase-major on x when the x
+stride is above 1).
 """
 
 cimport numpy as cnp
@@ -31,38 +33,55 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 cnp.import_array()
 
 cdef extern from "_rowops.h" nogil:
-    void stc_taps_axpy_f(float *dst, const Py_ssize_t *dst_off, const float *src,
-                         const Py_ssize_t *src_off, const float *w, Py_ssize_t n_taps,
-                         Py_ssize_t n)
-    void stc_taps_axpy_d(double *dst, const Py_ssize_t *dst_off, const double *src,
-                         const Py_ssize_t *src_off, const double *w, Py_ssize_t n_taps,
-                         Py_ssize_t n)
-    void stc_block_add_f(float *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
-                         const float *src, Py_ssize_t src_stride, Py_ssize_t n_taps,
-                         Py_ssize_t n_rows, Py_ssize_t n)
-    void stc_block_add_d(double *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
-                         const double *src, Py_ssize_t src_stride, Py_ssize_t n_taps,
-                         Py_ssize_t n_rows, Py_ssize_t n)
-    void stc_block_axpy_f(float *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
-                          const float *src, const float *w, Py_ssize_t n_taps,
-                          Py_ssize_t n_rows, Py_ssize_t n)
-    void stc_block_axpy_d(double *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
-                          const double *src, const double *w, Py_ssize_t n_taps,
-                          Py_ssize_t n_rows, Py_ssize_t n)
-    void stc_block_outer_axpy_f(float *dst, Py_ssize_t dst_stride, Py_ssize_t step,
-                                const float *src, const float *w, Py_ssize_t n_taps,
-                                Py_ssize_t n_rows, Py_ssize_t n)
-    void stc_block_outer_axpy_d(double *dst, Py_ssize_t dst_stride, Py_ssize_t step,
-                                const double *src, const double *w, Py_ssize_t n_taps,
-                                Py_ssize_t n_rows, Py_ssize_t n)
-    void stc_taps_dot_f(float *acc, const float *a, const float *b, const Py_ssize_t *b_off,
-                        Py_ssize_t n_taps, Py_ssize_t n)
-    void stc_taps_dot_d(double *acc, const double *a, const double *b,
-                        const Py_ssize_t *b_off, Py_ssize_t n_taps, Py_ssize_t n)
+    const char *stc_simd_path()
+    void stc_taps_axpy_f(float *dst, const float *src, const float *w, Py_ssize_t n_taps,
+                         const Py_ssize_t *first, const Py_ssize_t *stop,
+                         const Py_ssize_t *offset)
+    void stc_taps_axpy_d(double *dst, const double *src, const double *w, Py_ssize_t n_taps,
+                         const Py_ssize_t *first, const Py_ssize_t *stop,
+                         const Py_ssize_t *offset)
+    void stc_block_axpy_f(float *dst, Py_ssize_t dst_stride, const float *src,
+                          Py_ssize_t row_len, Py_ssize_t n_rows, const float *w,
+                          Py_ssize_t n_taps, const Py_ssize_t *first, const Py_ssize_t *stop,
+                          const Py_ssize_t *offset)
+    void stc_block_axpy_d(double *dst, Py_ssize_t dst_stride, const double *src,
+                          Py_ssize_t row_len, Py_ssize_t n_rows, const double *w,
+                          Py_ssize_t n_taps, const Py_ssize_t *first, const Py_ssize_t *stop,
+                          const Py_ssize_t *offset)
+    void stc_block_add_f(float *dst, Py_ssize_t dst_stride, const float *src,
+                         Py_ssize_t tap_stride, Py_ssize_t row_len, Py_ssize_t n_rows,
+                         Py_ssize_t n_taps, const Py_ssize_t *first, const Py_ssize_t *stop,
+                         const Py_ssize_t *offset)
+    void stc_block_add_d(double *dst, Py_ssize_t dst_stride, const double *src,
+                         Py_ssize_t tap_stride, Py_ssize_t row_len, Py_ssize_t n_rows,
+                         Py_ssize_t n_taps, const Py_ssize_t *first, const Py_ssize_t *stop,
+                         const Py_ssize_t *offset)
+    void stc_block_outer_axpy_f(float *dst, Py_ssize_t dst_stride, const float *src,
+                                Py_ssize_t row_len, Py_ssize_t n_rows, const float *w,
+                                const Py_ssize_t *e_first, const Py_ssize_t *e_stop,
+                                const Py_ssize_t *e_start)
+    void stc_block_outer_axpy_d(double *dst, Py_ssize_t dst_stride, const double *src,
+                                Py_ssize_t row_len, Py_ssize_t n_rows, const double *w,
+                                const Py_ssize_t *e_first, const Py_ssize_t *e_stop,
+                                const Py_ssize_t *e_start)
+    void stc_taps_dot_f(float *acc, const float *a, const float *b, Py_ssize_t n_taps,
+                        const Py_ssize_t *first, const Py_ssize_t *stop,
+                        const Py_ssize_t *offset)
+    void stc_taps_dot_d(double *acc, const double *a, const double *b, Py_ssize_t n_taps,
+                        const Py_ssize_t *first, const Py_ssize_t *stop,
+                        const Py_ssize_t *offset)
     void stc_gather_row_f(float *out, const float *src, const Py_ssize_t *map,
                           Py_ssize_t n, float bias)
     void stc_gather_row_d(double *out, const double *src, const Py_ssize_t *map,
                           Py_ssize_t n, double bias)
+    void stc_scatter_row_f(float *dst, const float *src, const Py_ssize_t *map, Py_ssize_t n)
+    void stc_scatter_row_d(double *dst, const double *src, const Py_ssize_t *map,
+                           Py_ssize_t n)
+
+# The ids Python uses are these enum values (one definition).
+ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
+DIRECTIONS = {"transpose": TRANSPOSE, "convolve": CONVOLVE,
+              "weight_gradient": WEIGHT_GRADIENT}
 
 ctypedef int (*blas_threads_fn)(int) noexcept nogil
 
@@ -82,59 +101,61 @@ def blas_thread_hook_installed():
     return _blas_set_local != NULL
 
 
-# Indices into ``geo`` (3 entries each, axes z, y, x).
-cdef enum:
-    SMALL = 0
-    LARGE = 3
-    KERNEL = 6
-    STRIDE = 9
-    DILATION = 12
-    PAD = 15
+def simd_path():
+    """The instruction-set clone of the inner loops that this CPU runs."""
+    return stc_simd_path().decode()
 
 
-cdef inline void _taps_axpy(floating *dst, const Py_ssize_t *dst_off, const floating *src,
-                            const Py_ssize_t *src_off, const floating *w, Py_ssize_t n_taps,
-                            Py_ssize_t n) noexcept nogil:
+# ---------------------------------------------------------------------------
+# Typed wrappers of the row operations (float / double)
+
+cdef inline void _taps_axpy(floating *dst, const floating *src, const floating *w,
+                            const Axis *a) noexcept nogil:
     if floating is float:
-        stc_taps_axpy_f(dst, dst_off, src, src_off, w, n_taps, n)
+        stc_taps_axpy_f(dst, src, w, a.kernel, a.first, a.stop, a.offset)
     else:
-        stc_taps_axpy_d(dst, dst_off, src, src_off, w, n_taps, n)
+        stc_taps_axpy_d(dst, src, w, a.kernel, a.first, a.stop, a.offset)
 
 
-cdef inline void _block_add(floating *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
-                            const floating *src, Py_ssize_t src_stride, Py_ssize_t n_taps,
-                            Py_ssize_t n_rows, Py_ssize_t n) noexcept nogil:
+cdef inline void _block_axpy(floating *dst, Py_ssize_t dst_stride, const floating *src,
+                             Py_ssize_t n_rows, const floating *w,
+                             const Axis *a) noexcept nogil:
     if floating is float:
-        stc_block_add_f(dst, dst_off, dst_stride, src, src_stride, n_taps, n_rows, n)
+        stc_block_axpy_f(dst, dst_stride, src, a.small, n_rows, w, a.kernel, a.first,
+                         a.stop, a.offset)
     else:
-        stc_block_add_d(dst, dst_off, dst_stride, src, src_stride, n_taps, n_rows, n)
+        stc_block_axpy_d(dst, dst_stride, src, a.small, n_rows, w, a.kernel, a.first,
+                         a.stop, a.offset)
 
 
-cdef inline void _block_axpy(floating *dst, const Py_ssize_t *dst_off, Py_ssize_t dst_stride,
-                             const floating *src, const floating *w, Py_ssize_t n_taps,
-                             Py_ssize_t n_rows, Py_ssize_t n) noexcept nogil:
+cdef inline void _block_add(floating *dst, Py_ssize_t dst_stride, const floating *src,
+                            Py_ssize_t tap_stride, Py_ssize_t n_rows,
+                            const Axis *a) noexcept nogil:
     if floating is float:
-        stc_block_axpy_f(dst, dst_off, dst_stride, src, w, n_taps, n_rows, n)
+        stc_block_add_f(dst, dst_stride, src, tap_stride, a.small, n_rows, a.kernel,
+                        a.first, a.stop, a.offset)
     else:
-        stc_block_axpy_d(dst, dst_off, dst_stride, src, w, n_taps, n_rows, n)
+        stc_block_add_d(dst, dst_stride, src, tap_stride, a.small, n_rows, a.kernel,
+                        a.first, a.stop, a.offset)
 
 
-cdef inline void _block_outer_axpy(floating *dst, Py_ssize_t dst_stride, Py_ssize_t step,
-                                   const floating *src, const floating *w, Py_ssize_t n_taps,
-                                   Py_ssize_t n_rows, Py_ssize_t n) noexcept nogil:
+cdef inline void _block_outer_axpy(floating *dst, Py_ssize_t dst_stride, const floating *src,
+                                   Py_ssize_t n_rows, const floating *w,
+                                   const Axis *a) noexcept nogil:
     if floating is float:
-        stc_block_outer_axpy_f(dst, dst_stride, step, src, w, n_taps, n_rows, n)
+        stc_block_outer_axpy_f(dst, dst_stride, src, a.small, n_rows, w, a.element_first,
+                               a.element_stop, a.element_start)
     else:
-        stc_block_outer_axpy_d(dst, dst_stride, step, src, w, n_taps, n_rows, n)
+        stc_block_outer_axpy_d(dst, dst_stride, src, a.small, n_rows, w, a.element_first,
+                               a.element_stop, a.element_start)
 
 
-cdef inline void _taps_dot(floating *acc, const floating *a, const floating *b,
-                           const Py_ssize_t *b_off, Py_ssize_t n_taps,
-                           Py_ssize_t n) noexcept nogil:
+cdef inline void _taps_dot(floating *acc, const floating *small_row,
+                           const floating *large_row, const Axis *a) noexcept nogil:
     if floating is float:
-        stc_taps_dot_f(acc, a, b, b_off, n_taps, n)
+        stc_taps_dot_f(acc, small_row, large_row, a.kernel, a.first, a.stop, a.offset)
     else:
-        stc_taps_dot_d(acc, a, b, b_off, n_taps, n)
+        stc_taps_dot_d(acc, small_row, large_row, a.kernel, a.first, a.stop, a.offset)
 
 
 cdef inline void _gather_row(floating *out, const floating *src, const Py_ssize_t *index,
@@ -143,6 +164,14 @@ cdef inline void _gather_row(floating *out, const floating *src, const Py_ssize_
         stc_gather_row_f(out, src, index, n, bias)
     else:
         stc_gather_row_d(out, src, index, n, bias)
+
+
+cdef inline void _scatter_row(floating *dst, const floating *src, const Py_ssize_t *index,
+                              Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        stc_scatter_row_f(dst, src, index, n)
+    else:
+        stc_scatter_row_d(dst, src, index, n)
 
 
 cdef inline void _gemm(char *transa, char *transb, int m, int n, int k, floating *a, int lda,
@@ -156,125 +185,6 @@ cdef inline void _gemm(char *transa, char *transb, int m, int n, int k, floating
         dgemm(transa, transb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc)
 
 
-# ---------------------------------------------------------------------------
-# Transposed convolution
-
-
-cdef inline void _transpose_plane(
-        floating *out, const floating *x, const floating *w, const floating *bias,
-        const floating *cols, Py_ssize_t cols_ld, Py_ssize_t n_cols, floating *scratch,
-        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
-        Py_ssize_t plane, int mode) noexcept nogil:
-    """One (sample, channel) output plane of a transposed convolution.
-
-    mode 0 (DIRECT): phase-major scratch, source = input rows times weight taps;
-    mode 1 (KERNEL_ROWS): the x axis of the scratch is unphased and each input element
-    adds a whole (stride-1-dilation) kernel row -- for kernels longer than the input;
-    mode 2 (GEMM): col2im, source = ``cols`` rows (channel, taps) x (sample, position),
-    where this plane's sample is column block ``n_cols`` of ``cols``.
-
-    table: tap offsets (z, y, x) into the scratch plane, then output-position maps
-    (z, y, x) from the cropped output to the scratch plane.
-    sizes: batch, c_in, c_out, groups, plane_len, z_stride, y_stride.
-    """
-    cdef Py_ssize_t sz = geo[SMALL], sy = geo[SMALL + 1], sx = geo[SMALL + 2]
-    cdef Py_ssize_t lz = geo[LARGE], ly = geo[LARGE + 1], lx = geo[LARGE + 2]
-    cdef Py_ssize_t kz = geo[KERNEL], ky = geo[KERNEL + 1], kx = geo[KERNEL + 2]
-    cdef Py_ssize_t stride_x = geo[STRIDE + 2]
-    cdef const Py_ssize_t *z_off = table[0]
-    cdef const Py_ssize_t *y_off = table[1]
-    cdef const Py_ssize_t *x_off = table[2]
-    cdef const Py_ssize_t *z_map = table[3]
-    cdef const Py_ssize_t *y_map = table[4]
-    cdef const Py_ssize_t *x_map = table[5]
-    cdef Py_ssize_t c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
-    cdef Py_ssize_t plane_len = sizes[4], z_stride = sizes[5], y_stride = sizes[6]
-    cdef Py_ssize_t cin_g = c_in // groups, cout_g = c_out // groups
-    cdef Py_ssize_t small_size = sz * sy * sx, kernel_size = kz * ky * kx
-    cdef Py_ssize_t n = plane // c_out, co = plane % c_out
-    cdef Py_ssize_t g = co // cout_g, col = co % cout_g
-    cdef Py_ssize_t cil, ci, tz, ty, iz, oz, oy
-    cdef floating *dst
-    cdef const floating *src
-    cdef const floating *wrow
-    cdef floating bias_value = bias[co] if bias != NULL else 0
-    memset(scratch, 0, plane_len * sizeof(floating))
-    if mode == 2:
-        for tz in range(kz):
-            for ty in range(ky):
-                # rows (col, tz, ty, 0..kx) of this group's columns, cols_ld apart
-                src = (cols + (g * cout_g * kernel_size + ((col * kz + tz) * ky + ty) * kx)
-                       * cols_ld + n_cols * small_size)
-                for iz in range(sz):
-                    _block_add(scratch + z_off[tz] + y_off[ty] + iz * z_stride, x_off,
-                               y_stride, src + iz * sy * sx, cols_ld, kx, sy, sx)
-    else:
-        for cil in range(cin_g):
-            ci = g * cin_g + cil
-            for tz in range(kz):
-                for ty in range(ky):
-                    wrow = w + (((ci * cout_g + col) * kz + tz) * ky + ty) * kx
-                    for iz in range(sz):
-                        dst = scratch + z_off[tz] + y_off[ty] + iz * z_stride
-                        src = x + ((n * c_in + ci) * sz + iz) * sy * sx
-                        if mode == 0:
-                            _block_axpy(dst, x_off, y_stride, src, wrow, kx, sy, sx)
-                        else:
-                            _block_outer_axpy(dst, y_stride, stride_x, src, wrow, kx, sy, sx)
-    for oz in range(lz):
-        for oy in range(ly):
-            _gather_row(out + ((plane * lz + oz) * ly + oy) * lx,
-                        scratch + z_map[oz] + y_map[oy], x_map, lx, bias_value)
-
-
-cdef void _conv_transpose_planes(
-        floating *out, const floating *x, const floating *w, const floating *bias,
-        floating *scratch_all, const Py_ssize_t *geo, const Py_ssize_t **table,
-        const Py_ssize_t *sizes, int mode, int n_threads) noexcept nogil:
-    """Direct transposed convolution: threads own (sample, channel) planes."""
-    cdef Py_ssize_t plane
-    cdef floating *scratch
-    with parallel(num_threads=n_threads):
-        scratch = scratch_all + threadid() * sizes[4]
-        for plane in prange(sizes[0] * sizes[2], schedule="static"):
-            _transpose_plane(out, x, w, bias, NULL, 0, 0, scratch, geo, table, sizes, plane,
-                             mode)
-
-
-cdef inline void _pack_columns(floating *packed, const floating *x, Py_ssize_t batch,
-                               Py_ssize_t channels, Py_ssize_t size) noexcept nogil:
-    """packed[c, n*size + i] = x[n, c, i]: the samples side by side, for one GEMM."""
-    cdef Py_ssize_t c, n
-    for c in range(channels):
-        for n in range(batch):
-            memcpy(packed + (c * batch + n) * size, x + (n * channels + c) * size,
-                   size * sizeof(floating))
-
-
-cdef inline void _columns(floating *cols, const floating *x, floating *packed,
-                          floating *w, Py_ssize_t first, Py_ssize_t count,
-                          const Py_ssize_t *geo, const Py_ssize_t *sizes,
-                          int n_threads) noexcept nogil:
-    """cols = W_g^T @ X_g for samples [first, first+count), every group.
-
-    Row-major cols (rows, width) = W_g^T (rows x cin_g) @ X_g (cin_g x width);
-    column-major: cols^T (width x rows) = X_g^T @ W_g, X_g as 'N', W_g as 'T'.
-    """
-    cdef Py_ssize_t c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
-    cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
-    cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
-    cdef Py_ssize_t cin_g = c_in // groups, rows = (c_out // groups) * kernel_size
-    cdef Py_ssize_t width = count * size
-    cdef floating *source = <floating *> x + first * c_in * size
-    if count > 1:
-        _pack_columns(packed, source, count, c_in, size)
-        source = packed
-    _grouped_gemm(b'N', b'T', <int> width, <int> rows, <int> cin_g,
-                  source, <int> width, cin_g * width,
-                  w, <int> rows, cin_g * rows,
-                  0, cols, <int> width, rows * width, groups, n_threads)
-
-
 cdef void _grouped_gemm(char *transa, char *transb, int m, int n, int k,
                         floating *a, int lda, Py_ssize_t a_group,
                         floating *b, int ldb, Py_ssize_t b_group,
@@ -283,13 +193,16 @@ cdef void _grouped_gemm(char *transa, char *transb, int m, int n, int k,
     """One column-major GEMM per group, split over threads along m or n.
 
     Each thread calls a single-threaded BLAS on its own block of C (see
-    _blas_set_local), so the blocks never overlap.
+    _blas_set_local), so the blocks never overlap.  Without the hook BLAS keeps its
+    own threading and this runs from one thread.
     """
     cdef Py_ssize_t chunks = 1, item, g, part, start, stop, total
     cdef bint split_m = m >= n
     cdef floating *a_block
     cdef floating *b_block
     cdef int previous = 0
+    if _blas_set_local == NULL:
+        n_threads = 1
     if groups < n_threads:
         chunks = (n_threads + groups - 1) // groups
     total = m if split_m else n
@@ -321,31 +234,159 @@ cdef void _grouped_gemm(char *transa, char *transb, int m, int n, int k,
             _blas_set_local(previous)
 
 
-cdef void _conv_transpose_gemm(
-        floating *out, const floating *x, floating *w, const floating *bias,
-        floating *packed_all, floating *cols_all, floating *scratch_all,
-        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
-        int n_threads, int gemm_threads) noexcept nogil:
+cdef inline Py_ssize_t _small_size(const Problem *p) noexcept nogil:
+    return p.axis[0].small * p.axis[1].small * p.axis[2].small
+
+
+cdef inline Py_ssize_t _large_size(const Problem *p) noexcept nogil:
+    return p.axis[0].large * p.axis[1].large * p.axis[2].large
+
+
+cdef inline Py_ssize_t _kernel_size(const Problem *p) noexcept nogil:
+    return p.axis[0].kernel * p.axis[1].kernel * p.axis[2].kernel
+
+
+# ---------------------------------------------------------------------------
+# Transposed convolution
+
+
+cdef void _transpose_plane(
+        floating *out, const floating *x, const floating *w, const floating *bias,
+        const floating *cols, Py_ssize_t cols_ld, Py_ssize_t cols_sample,
+        floating *scratch, const Problem *p, Py_ssize_t plane) noexcept nogil:
+    """One (sample, channel) output plane.
+
+    DIRECT: input rows times weight taps, added into the phase-major scratch plane;
+    KERNEL_ROWS: the scratch's x axis is in natural order and each input element adds
+    a whole kernel row; GEMM: col2im of ``cols`` (rows (channel, taps), columns
+    (sample, position), this plane's sample being column block ``cols_sample``).
+    """
+    cdef const Axis *az = &p.axis[0]
+    cdef const Axis *ay = &p.axis[1]
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t lx = ax.large, ly = ay.large, lz = az.large
+    cdef Py_ssize_t sx = ax.small, sy = ay.small, sz = az.small
+    cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
+    cdef Py_ssize_t z_stride = ly * lx
+    cdef Py_ssize_t c_in = p.c_small, c_out = p.c_large
+    cdef Py_ssize_t cin_g = c_in // p.groups, cout_g = c_out // p.groups
+    cdef Py_ssize_t small_size = sz * sy * sx, kernel_size = kz * ky * kx
+    cdef Py_ssize_t n = plane // c_out, co = plane % c_out
+    cdef Py_ssize_t g = co // cout_g, col = co % cout_g
+    cdef Py_ssize_t cil, ci, tz, ty, iz, y0, rows, oz, oy
+    cdef floating *dst
+    cdef const floating *src
+    cdef const floating *wrow
+    cdef floating bias_value = bias[co] if bias != NULL else 0
+    memset(scratch, 0, lz * z_stride * sizeof(floating))
+    if p.algorithm == GEMM:
+        for tz in range(kz):
+            for ty in range(ky):
+                y0 = ay.first[ty]
+                rows = ay.stop[ty] - y0
+                if rows <= 0:
+                    continue
+                # rows (col, tz, ty, 0..kx) of this group's columns, cols_ld apart
+                src = (cols + (g * cout_g * kernel_size + ((col * kz + tz) * ky + ty) * kx)
+                       * cols_ld + cols_sample * small_size + y0 * sx)
+                for iz in range(az.first[tz], az.stop[tz]):
+                    _block_add(scratch + (az.offset[tz] + iz) * z_stride
+                               + (ay.offset[ty] + y0) * lx,
+                               lx, src + iz * sy * sx, cols_ld, rows, ax)
+    else:
+        for cil in range(cin_g):
+            ci = g * cin_g + cil
+            for tz in range(kz):
+                for ty in range(ky):
+                    y0 = ay.first[ty]
+                    rows = ay.stop[ty] - y0
+                    if rows <= 0:
+                        continue
+                    wrow = w + (((ci * cout_g + col) * kz + tz) * ky + ty) * kx
+                    for iz in range(az.first[tz], az.stop[tz]):
+                        dst = (scratch + (az.offset[tz] + iz) * z_stride
+                               + (ay.offset[ty] + y0) * lx)
+                        src = x + (((n * c_in + ci) * sz + iz) * sy + y0) * sx
+                        if p.algorithm == DIRECT:
+                            _block_axpy(dst, lx, src, rows, wrow, ax)
+                        else:
+                            _block_outer_axpy(dst, lx, src, rows, wrow, ax)
+    for oz in range(lz):
+        for oy in range(ly):
+            _gather_row(out + ((plane * lz + oz) * ly + oy) * lx,
+                        scratch + az.layout[oz] * z_stride + ay.layout[oy] * lx,
+                        ax.layout, lx, bias_value)
+
+
+cdef void _transpose_planes(floating *out, const floating *x, const floating *w,
+                            const floating *bias, floating *scratch_all, const Problem *p,
+                            int n_threads) noexcept nogil:
+    """DIRECT / KERNEL_ROWS: threads own (sample, channel) planes."""
+    cdef Py_ssize_t plane, plane_len = _large_size(p)
+    cdef floating *scratch = NULL  # firstprivate below: initialised for -Wall
+    with parallel(num_threads=n_threads):
+        scratch = scratch_all + threadid() * plane_len
+        for plane in prange(p.batch * p.c_large, schedule="static"):
+            _transpose_plane(out, x, w, bias, NULL, 0, 0, scratch, p, plane)
+
+
+cdef inline void _pack_columns(floating *packed, const floating *x, Py_ssize_t batch,
+                               Py_ssize_t channels, Py_ssize_t size) noexcept nogil:
+    """packed[c, n*size + i] = x[n, c, i]: the samples side by side, for one GEMM."""
+    cdef Py_ssize_t c, n
+    for c in range(channels):
+        for n in range(batch):
+            memcpy(packed + (c * batch + n) * size, x + (n * channels + c) * size,
+                   size * sizeof(floating))
+
+
+cdef void _columns(floating *cols, const floating *x, floating *packed, floating *w,
+                   Py_ssize_t first, Py_ssize_t count, const Problem *p,
+                   int n_threads) noexcept nogil:
+    """cols = W_g^T @ X_g for samples [first, first+count), every group.
+
+    Row-major cols (rows, width) = W_g^T (rows x cin_g) @ X_g (cin_g x width);
+    column-major: cols^T (width x rows) = X_g^T @ W_g, X_g as 'N', W_g as 'T'.
+    """
+    cdef Py_ssize_t size = _small_size(p)
+    cdef Py_ssize_t cin_g = p.c_small // p.groups
+    cdef Py_ssize_t rows = (p.c_large // p.groups) * _kernel_size(p)
+    cdef Py_ssize_t width = count * size
+    cdef floating *source = <floating *> x + first * p.c_small * size
+    if count > 1:
+        _pack_columns(packed, source, count, p.c_small, size)
+        source = packed
+    _grouped_gemm(b'N', b'T', <int> width, <int> rows, <int> cin_g,
+                  source, <int> width, cin_g * width,
+                  w, <int> rows, cin_g * rows,
+                  0, cols, <int> width, rows * width, p.groups, n_threads)
+
+
+cdef void _transpose_gemm(floating *out, const floating *x, floating *w,
+                          const floating *bias, const Buffers *buf, const Problem *p,
+                          int n_threads, bint whole_chunks) noexcept nogil:
     """GEMM + col2im, a chunk of samples at a time so the columns are still in cache.
 
-    sizes[7] = samples per chunk.  With at least as many chunks as threads, each
-    thread takes whole chunks (its own single-threaded GEMM, then col2im of that
-    chunk's planes: no barrier, columns hot in its own cache).  Otherwise chunks run
-    one after the other, each GEMM and col2im split over all threads.
+    whole_chunks: each thread takes whole chunks (its own single-threaded GEMM, then
+    col2im of that chunk's planes: no barrier, columns hot in its own cache; the
+    caller gave one packed/columns/scratch buffer per thread).  Otherwise the chunks
+    run one after the other, each GEMM and col2im split over all threads.
     """
-    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2]
-    cdef Py_ssize_t chunk = sizes[7], plane_len = sizes[4]
-    cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
-    cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
+    cdef Py_ssize_t batch = p.batch, c_out = p.c_large, chunk = p.chunk
+    cdef Py_ssize_t size = _small_size(p), plane_len = _large_size(p)
     cdef Py_ssize_t n_chunks = (batch + chunk - 1) // chunk
-    cdef Py_ssize_t cols_len = c_out * kernel_size * chunk * size
-    cdef Py_ssize_t packed_len = c_in * chunk * size
-    cdef Py_ssize_t item, first, count, plane, tid
-    cdef floating *cols
-    cdef floating *packed
-    cdef floating *scratch
+    cdef Py_ssize_t cols_len = c_out * _kernel_size(p) * chunk * size
+    cdef Py_ssize_t packed_len = p.c_small * chunk * size
+    cdef Py_ssize_t item, first, count, plane, tid = 0
+    cdef floating *cols_all = <floating *> buf.columns
+    cdef floating *packed_all = <floating *> buf.packed
+    cdef floating *scratch_all = <floating *> buf.scratch
+    # firstprivate in the parallel blocks below: initialised for -Wall
+    cdef floating *cols = NULL
+    cdef floating *packed = NULL
+    cdef floating *scratch = NULL
     cdef int previous = 0
-    if n_chunks >= n_threads and gemm_threads == n_threads:
+    if whole_chunks:
         with parallel(num_threads=n_threads):
             if _blas_set_local != NULL:
                 previous = _blas_set_local(1)
@@ -356,93 +397,58 @@ cdef void _conv_transpose_gemm(
             for item in prange(n_chunks, schedule="dynamic"):
                 first = item * chunk
                 count = min(chunk, batch - first)
-                _columns(cols, x, packed, w, first, count, geo, sizes, 1)
+                _columns(cols, x, packed, w, first, count, p, 1)
                 for plane in range(first * c_out, (first + count) * c_out):
                     _transpose_plane(out, x, w, bias, cols, count * size,
-                                     plane // c_out - first, scratch, geo, table, sizes,
-                                     plane, 2)
+                                     plane // c_out - first, scratch, p, plane)
             if _blas_set_local != NULL:
                 _blas_set_local(previous)
         return
     for item in range(n_chunks):
         first = item * chunk
         count = min(chunk, batch - first)
-        _columns(cols_all, x, packed_all, w, first, count, geo, sizes, gemm_threads)
+        _columns(cols_all, x, packed_all, w, first, count, p, n_threads)
         with parallel(num_threads=n_threads):
             scratch = scratch_all + threadid() * plane_len
             for plane in prange(first * c_out, (first + count) * c_out, schedule="static"):
                 _transpose_plane(out, x, w, bias, cols_all, count * size,
-                                 plane // c_out - first, scratch, geo, table, sizes, plane, 2)
+                                 plane // c_out - first, scratch, p, plane)
 
 
 # ---------------------------------------------------------------------------
-# Convolution
+# Convolution direction (convolution, and the large side of the weight gradient)
 
 
-cdef void _phase_input(floating *phased, const floating *x, const Py_ssize_t *geo,
-                       Py_ssize_t rows, Py_ssize_t phase_len, int n_threads) noexcept nogil:
-    """phased[row, r*M + m] = x[row, m*stride + r - pad] (zero outside the row).
-
-    The padded input rows in phase-major order, so that a strided convolution reads
-    contiguous runs: output position o with tap t reads phase (t*d mod s),
-    offset o + t*d div s.
-    """
-    cdef Py_ssize_t lx = geo[LARGE + 2], stride = geo[STRIDE + 2], pad = geo[PAD + 2]
-    cdef Py_ssize_t row, r, m, m0, m1
-    cdef floating *dst
-    cdef const floating *src
+cdef const floating *_phase_large(floating *phased, const floating *large,
+                                  const Problem *p, int n_threads) noexcept nogil:
+    """The large input with every x row in phase-major order (or the input itself
+    when the x stride is 1 and the layout is the identity)."""
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t row, lx = ax.large
+    cdef Py_ssize_t rows = p.batch * p.c_large * p.axis[0].large * p.axis[1].large
+    if not p.phased_large:
+        return large
     for row in prange(rows, schedule="static", num_threads=n_threads):
-        dst = phased + row * stride * phase_len
-        src = x + row * lx
-        for r in range(stride):
-            # m*stride + r - pad lies in [0, lx) exactly for m in [m0, m1)
-            m0 = (pad - r + stride - 1) // stride if pad > r else 0
-            m1 = (lx + pad - r + stride - 1) // stride
-            if m0 > phase_len:
-                m0 = phase_len
-            if m1 > phase_len:
-                m1 = phase_len
-            if m1 < m0:
-                m1 = m0
-            for m in range(m0):
-                dst[r * phase_len + m] = 0
-            if stride == 1:
-                memcpy(dst + m0, src + m0 - pad, (m1 - m0) * sizeof(floating))
-            else:
-                for m in range(m0, m1):
-                    dst[r * phase_len + m] = src[m * stride + r - pad]
-            for m in range(m1, phase_len):
-                dst[r * phase_len + m] = 0
+        _scatter_row(phased + row * lx, large + row * lx, ax.layout, lx)
+    return phased
 
 
-cdef void _conv_rows(
-        floating *out, const floating *phased, const floating *w, const floating *bias,
-        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
-        int n_threads) noexcept nogil:
-    """Direct convolution: each thread owns output rows and gathers into them.
-
-    table: per output position of the outer axes, its (tap, input position) pairs
-    (z: ptr, tap, src; y: ptr, tap, src), then the x taps' phase offsets and zeros.
-    sizes: batch, c_in, c_out, groups, phase_len.
-    """
-    cdef Py_ssize_t sz = geo[SMALL], sy = geo[SMALL + 1], sx = geo[SMALL + 2]
-    cdef Py_ssize_t lz = geo[LARGE], ly = geo[LARGE + 1]
-    cdef Py_ssize_t kz = geo[KERNEL], ky = geo[KERNEL + 1], kx = geo[KERNEL + 2]
-    cdef const Py_ssize_t *z_ptr = table[0]
-    cdef const Py_ssize_t *z_tap = table[1]
-    cdef const Py_ssize_t *z_src = table[2]
-    cdef const Py_ssize_t *y_ptr = table[3]
-    cdef const Py_ssize_t *y_tap = table[4]
-    cdef const Py_ssize_t *y_src = table[5]
-    cdef const Py_ssize_t *phase_off = table[6]
-    cdef const Py_ssize_t *zeros = table[7]
-    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
-    cdef Py_ssize_t row_len = geo[STRIDE + 2] * sizes[4]
-    cdef Py_ssize_t cin_g = c_in // groups, cout_g = c_out // groups
-    cdef Py_ssize_t row, rest, n, co, oz, oy, g, cil, ci, a, b, i
+cdef void _conv_rows(floating *out, const floating *large, const floating *w,
+                     const floating *bias, const Problem *p, int n_threads) noexcept nogil:
+    """DIRECT convolution: each thread owns output rows and gathers into them; z and y
+    taps in the padding are skipped, x runs are clipped to the real positions."""
+    cdef const Axis *az = &p.axis[0]
+    cdef const Axis *ay = &p.axis[1]
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t sz = az.small, sy = ay.small, sx = ax.small
+    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.large
+    cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
+    cdef Py_ssize_t c_in = p.c_large, c_out = p.c_small
+    cdef Py_ssize_t cin_g = c_in // p.groups, cout_g = c_out // p.groups
+    cdef Py_ssize_t row, rest, n, co, oz, oy, g, cil, ci, tz, ty, iz, iy, i
     cdef floating *out_row
     cdef floating bias_value
-    for row in prange(batch * c_out * sz * sy, schedule="static", num_threads=n_threads):
+    for row in prange(p.batch * c_out * sz * sy, schedule="static", num_threads=n_threads):
         oy = row % sy
         rest = row // sy
         oz = rest % sz
@@ -456,27 +462,31 @@ cdef void _conv_rows(
             out_row[i] = bias_value
         for cil in range(cin_g):
             ci = g * cin_g + cil
-            for a in range(z_ptr[oz], z_ptr[oz + 1]):
-                for b in range(y_ptr[oy], y_ptr[oy + 1]):
-                    _taps_axpy(out_row, zeros,
-                               phased + (((n * c_in + ci) * lz + z_src[a]) * ly + y_src[b]) * row_len,
-                               phase_off,
-                               w + (((co * cin_g + cil) * kz + z_tap[a]) * ky + y_tap[b]) * kx,
-                               kx, sx)
+            for tz in range(kz):
+                iz = az.source[tz * sz + oz]
+                if iz < 0:
+                    continue
+                for ty in range(ky):
+                    iy = ay.source[ty * sy + oy]
+                    if iy < 0:
+                        continue
+                    _taps_axpy(out_row, large + (((n * c_in + ci) * lz + iz) * ly + iy) * lx,
+                               w + (((co * cin_g + cil) * kz + tz) * ky + ty) * kx, ax)
 
 
-cdef void _im2col(floating *cols, const floating *phased, const Py_ssize_t *geo,
-                  const Py_ssize_t *phase_off, Py_ssize_t row_len, Py_ssize_t batch,
-                  Py_ssize_t c_in, int n_threads) noexcept nogil:
-    """cols[(ci, tz, ty, tx), (n, oz, oy, ox)] = padded input under that tap (from ``phased``)."""
-    cdef Py_ssize_t sz = geo[SMALL], sy = geo[SMALL + 1], sx = geo[SMALL + 2]
-    cdef Py_ssize_t lz = geo[LARGE], ly = geo[LARGE + 1]
-    cdef Py_ssize_t kz = geo[KERNEL], ky = geo[KERNEL + 1], kx = geo[KERNEL + 2]
-    cdef Py_ssize_t s_z = geo[STRIDE], s_y = geo[STRIDE + 1]
-    cdef Py_ssize_t d_z = geo[DILATION], d_y = geo[DILATION + 1]
-    cdef Py_ssize_t p_z = geo[PAD], p_y = geo[PAD + 1]
-    cdef Py_ssize_t width = batch * sz * sy * sx
-    cdef Py_ssize_t item, rest, ci, tz, ty, tx, n, oz, oy, pz, py, i
+cdef void _im2col(floating *cols, const floating *large, Py_ssize_t count,
+                  const Problem *p, int n_threads) noexcept nogil:
+    """cols[(c, tz, ty, tx), (n, oz, oy, ox)] = the large input under that tap for
+    ``count`` samples starting at ``large``, zero where the tap is in the padding."""
+    cdef const Axis *az = &p.axis[0]
+    cdef const Axis *ay = &p.axis[1]
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t sz = az.small, sy = ay.small, sx = ax.small
+    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.large
+    cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
+    cdef Py_ssize_t c_in = p.c_large
+    cdef Py_ssize_t width = count * sz * sy * sx
+    cdef Py_ssize_t item, rest, ci, tz, ty, tx, n, oz, oy, iz, iy, i, i0, i1
     cdef floating *dst
     cdef const floating *src
     for item in prange(c_in * kz * ky, schedule="static", num_threads=n_threads):
@@ -485,46 +495,45 @@ cdef void _im2col(floating *cols, const floating *phased, const Py_ssize_t *geo,
         tz = rest % kz
         ci = rest // kz
         for tx in range(kx):
-            for n in range(batch):
+            i0 = ax.first[tx]
+            i1 = ax.stop[tx]
+            for n in range(count):
                 for oz in range(sz):
-                    pz = oz * s_z - p_z + tz * d_z
+                    iz = az.source[tz * sz + oz]
                     for oy in range(sy):
-                        py = oy * s_y - p_y + ty * d_y
+                        iy = ay.source[ty * sy + oy]
                         dst = cols + (item * kx + tx) * width + ((n * sz + oz) * sy + oy) * sx
-                        if 0 <= pz < lz and 0 <= py < ly:
-                            src = (phased + (((n * c_in + ci) * lz + pz) * ly + py) * row_len
-                                   + phase_off[tx])
-                            for i in range(sx):
-                                dst[i] = src[i]
-                        else:
-                            for i in range(sx):
-                                dst[i] = 0
+                        if iz < 0 or iy < 0 or i1 <= i0:
+                            memset(dst, 0, sx * sizeof(floating))
+                            continue
+                        src = (large + (((n * c_in + ci) * lz + iz) * ly + iy) * lx
+                               + ax.offset[tx])
+                        for i in range(i0):
+                            dst[i] = 0
+                        memcpy(dst + i0, src + i0, (i1 - i0) * sizeof(floating))
+                        for i in range(i1, sx):
+                            dst[i] = 0
 
 
-cdef inline void _conv_chunk(
-        floating *out, const floating *phased, floating *w, const floating *bias,
-        floating *cols, floating *product, Py_ssize_t first, Py_ssize_t count,
-        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
-        int n_threads) noexcept nogil:
+cdef void _conv_chunk(floating *out, const floating *large, floating *w,
+                      const floating *bias, floating *cols, floating *product,
+                      Py_ssize_t first, Py_ssize_t count, const Problem *p,
+                      int n_threads) noexcept nogil:
     """Samples [first, first+count): im2col, out_g = W_g @ cols_g per group (BLAS), then
     bias and the (sample, channel) layout."""
-    cdef Py_ssize_t c_in = sizes[1], c_out = sizes[2], groups = sizes[3]
-    cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
-    cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
-    cdef Py_ssize_t row_len = geo[STRIDE + 2] * sizes[4]
-    cdef Py_ssize_t large_plane = geo[LARGE] * geo[LARGE + 1] * row_len
-    cdef Py_ssize_t cin_g = c_in // groups, cout_g = c_out // groups
-    cdef Py_ssize_t width = count * size, depth = cin_g * kernel_size
+    cdef Py_ssize_t c_out = p.c_small
+    cdef Py_ssize_t size = _small_size(p)
+    cdef Py_ssize_t cout_g = c_out // p.groups
+    cdef Py_ssize_t width = count * size, depth = (p.c_large // p.groups) * _kernel_size(p)
     cdef Py_ssize_t row, n, co, i
     cdef floating bias_value
-    _im2col(cols, phased + first * c_in * large_plane, geo, table[6], row_len, count, c_in,
-            n_threads)
+    _im2col(cols, large + first * p.c_large * _large_size(p), count, p, n_threads)
     # Row-major product (cout_g, width) = W_g (cout_g x depth) @ cols_g (depth x width);
     # column-major: product^T = cols_g^T @ W_g^T, both as 'N'.
     _grouped_gemm(b'N', b'N', <int> width, <int> cout_g, <int> depth,
                   cols, <int> width, depth * width,
                   w, <int> depth, cout_g * depth,
-                  0, product, <int> width, cout_g * width, groups, n_threads)
+                  0, product, <int> width, cout_g * width, p.groups, n_threads)
     for row in prange(count * c_out, schedule="static", num_threads=n_threads):
         n = row // c_out
         co = row % c_out
@@ -534,24 +543,24 @@ cdef inline void _conv_chunk(
                 product[(co * count + n) * size + i] + bias_value)
 
 
-cdef void _conv_gemm(
-        floating *out, const floating *phased, floating *w, const floating *bias,
-        floating *cols_all, floating *product_all, const Py_ssize_t *geo,
-        const Py_ssize_t **table, const Py_ssize_t *sizes, int n_threads,
-        int gemm_threads) noexcept nogil:
-    """im2col + GEMM, a chunk of samples at a time (sizes[5] samples) so the columns are
-    still in cache; with enough chunks each thread takes whole chunks (no barrier)."""
-    cdef Py_ssize_t batch = sizes[0], c_in = sizes[1], c_out = sizes[2], chunk = sizes[5]
-    cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
-    cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
+cdef void _conv_gemm(floating *out, const floating *large, floating *w,
+                     const floating *bias, const Buffers *buf, const Problem *p,
+                     int n_threads, bint whole_chunks) noexcept nogil:
+    """im2col + GEMM, a chunk of samples at a time so the columns are still in cache;
+    whole_chunks: each thread takes whole chunks (no barrier)."""
+    cdef Py_ssize_t batch = p.batch, chunk = p.chunk
+    cdef Py_ssize_t size = _small_size(p)
     cdef Py_ssize_t n_chunks = (batch + chunk - 1) // chunk
-    cdef Py_ssize_t cols_len = c_in * kernel_size * chunk * size
-    cdef Py_ssize_t product_len = c_out * chunk * size
-    cdef Py_ssize_t item, first, tid
-    cdef floating *cols
-    cdef floating *product
+    cdef Py_ssize_t cols_len = p.c_large * _kernel_size(p) * chunk * size
+    cdef Py_ssize_t product_len = p.c_small * chunk * size
+    cdef Py_ssize_t item, first, tid = 0
+    cdef floating *cols_all = <floating *> buf.columns
+    cdef floating *product_all = <floating *> buf.product
+    # firstprivate in the parallel block below: initialised for -Wall
+    cdef floating *cols = NULL
+    cdef floating *product = NULL
     cdef int previous = 0
-    if n_chunks >= n_threads and gemm_threads == n_threads and n_threads > 1:
+    if whole_chunks:
         with parallel(num_threads=n_threads):
             if _blas_set_local != NULL:
                 previous = _blas_set_local(1)
@@ -560,47 +569,37 @@ cdef void _conv_gemm(
             product = product_all + tid * product_len
             for item in prange(n_chunks, schedule="dynamic"):
                 first = item * chunk
-                _conv_chunk(out, phased, w, bias, cols, product, first,
-                            min(chunk, batch - first), geo, table, sizes, 1)
+                _conv_chunk(out, large, w, bias, cols, product, first,
+                            min(chunk, batch - first), p, 1)
             if _blas_set_local != NULL:
                 _blas_set_local(previous)
         return
     for item in range(n_chunks):
         first = item * chunk
-        _conv_chunk(out, phased, w, bias, cols_all, product_all, first,
-                    min(chunk, batch - first), geo, table, sizes, gemm_threads)
+        _conv_chunk(out, large, w, bias, cols_all, product_all, first,
+                    min(chunk, batch - first), p, n_threads)
 
 
 # ---------------------------------------------------------------------------
 # Weight gradient (both directions): with S the small side (the convolution's output
 # gradient, or the transposed convolution's input) and L the large side,
-#     grad_w[cs, cl, t] = sum over n, o of S[n, cs, o] * L[n, group(cs)*Cl_g + cl, o*s - pad + t*d]
-# -- a correlation, computed from the phase-major copy of L like a convolution.
+#     grad_w[cs, cl, t] = sum over n, j of S[n, cs, j] * L[n, group(cs)*Cl_g + cl, j*s - pad + t*d]
+# -- a correlation, read from the large side like a convolution.
 
 
-cdef void _weight_grad_rows(
-        floating *grad_w, const floating *small, const floating *phased,
-        const Py_ssize_t *geo, const Py_ssize_t **table, const Py_ssize_t *sizes,
-        int n_threads) noexcept nogil:
-    """Direct weight gradient: each thread owns weight rows (cs, cl) and correlates.
-
-    sizes: batch, c_small, c_large, groups, phase_len (table: as _conv_rows).
-    """
-    cdef Py_ssize_t sz = geo[SMALL], sy = geo[SMALL + 1], sx = geo[SMALL + 2]
-    cdef Py_ssize_t lz = geo[LARGE], ly = geo[LARGE + 1]
-    cdef Py_ssize_t kz = geo[KERNEL], ky = geo[KERNEL + 1], kx = geo[KERNEL + 2]
-    cdef const Py_ssize_t *z_ptr = table[0]
-    cdef const Py_ssize_t *z_tap = table[1]
-    cdef const Py_ssize_t *z_src = table[2]
-    cdef const Py_ssize_t *y_ptr = table[3]
-    cdef const Py_ssize_t *y_tap = table[4]
-    cdef const Py_ssize_t *y_src = table[5]
-    cdef const Py_ssize_t *phase_off = table[6]
-    cdef Py_ssize_t batch = sizes[0], c_small = sizes[1], c_large = sizes[2]
-    cdef Py_ssize_t groups = sizes[3], row_len = geo[STRIDE + 2] * sizes[4]
-    cdef Py_ssize_t cs_g = c_small // groups, cl_g = c_large // groups
+cdef void _weight_grad_rows(floating *grad_w, const floating *small, const floating *large,
+                            const Problem *p, int n_threads) noexcept nogil:
+    """DIRECT: each thread owns weight rows (cs, cl) and correlates."""
+    cdef const Axis *az = &p.axis[0]
+    cdef const Axis *ay = &p.axis[1]
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t sz = az.small, sy = ay.small, sx = ax.small
+    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.large
+    cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
+    cdef Py_ssize_t c_small = p.c_small, c_large = p.c_large
+    cdef Py_ssize_t cs_g = c_small // p.groups, cl_g = c_large // p.groups
     cdef Py_ssize_t kernel_size = kz * ky * kx
-    cdef Py_ssize_t item, cs, cl, n, oz, oy, a, b, i
+    cdef Py_ssize_t item, cs, cl, n, oz, oy, tz, ty, iz, iy, i
     cdef floating *acc
     for item in prange(c_small * cl_g, schedule="dynamic", num_threads=n_threads):
         cs = item // cl_g
@@ -608,49 +607,21 @@ cdef void _weight_grad_rows(
         acc = grad_w + item * kernel_size
         for i in range(kernel_size):
             acc[i] = 0
-        for n in range(batch):
+        for n in range(p.batch):
             for oz in range(sz):
-                for a in range(z_ptr[oz], z_ptr[oz + 1]):
+                for tz in range(kz):
+                    iz = az.source[tz * sz + oz]
+                    if iz < 0:
+                        continue
                     for oy in range(sy):
-                        for b in range(y_ptr[oy], y_ptr[oy + 1]):
-                            _taps_dot(acc + (z_tap[a] * ky + y_tap[b]) * kx,
-                                      small + ((n * c_small + cs) * sz + oz) * sy * sx + oy * sx,
-                                      phased + (((n * c_large + cl) * lz + z_src[a]) * ly
-                                                + y_src[b]) * row_len,
-                                      phase_off, kx, sx)
-
-
-cdef void _weight_grad_gemm(
-        floating *grad_w, const floating *small, const floating *phased, floating *packed,
-        floating *cols, const Py_ssize_t *geo, const Py_ssize_t **table,
-        const Py_ssize_t *sizes, int n_threads, int gemm_threads) noexcept nogil:
-    """GEMM weight gradient, a chunk of samples at a time (sizes[5] = samples/chunk):
-    grad_w_g += S_g (cs_g x width) @ im2col(L)_g^T (width x cl_g*K), per group."""
-    cdef Py_ssize_t batch = sizes[0], c_small = sizes[1], c_large = sizes[2]
-    cdef Py_ssize_t groups = sizes[3], chunk = sizes[5]
-    cdef Py_ssize_t size = geo[SMALL] * geo[SMALL + 1] * geo[SMALL + 2]
-    cdef Py_ssize_t kernel_size = geo[KERNEL] * geo[KERNEL + 1] * geo[KERNEL + 2]
-    cdef Py_ssize_t row_len = geo[STRIDE + 2] * sizes[4]
-    cdef Py_ssize_t large_plane = geo[LARGE] * geo[LARGE + 1] * row_len
-    cdef Py_ssize_t cs_g = c_small // groups, depth = (c_large // groups) * kernel_size
-    cdef Py_ssize_t item, first, count, width, c
-    cdef floating beta
-    for item in range((batch + chunk - 1) // chunk):
-        first = item * chunk
-        count = min(chunk, batch - first)
-        width = count * size
-        _im2col(cols, phased + first * c_large * large_plane, geo, table[6], row_len, count,
-                c_large, n_threads)
-        for c in prange(c_small, schedule="static", num_threads=n_threads):
-            _pack_one(packed + c * width, small + (first * c_small + c) * size, count,
-                      c_small, size)
-        beta = 0 if item == 0 else 1
-        # Row-major grad_w_g (cs_g, depth) = S_g (cs_g x width) @ cols_g^T;
-        # column-major: (depth x cs_g) = cols_g^T' ('T', cols_g is width x depth) @ S_g^T'.
-        _grouped_gemm(b'T', b'N', <int> depth, <int> cs_g, <int> width,
-                      cols, <int> width, depth * width,
-                      packed, <int> width, cs_g * width,
-                      beta, grad_w, <int> depth, cs_g * depth, groups, gemm_threads)
+                        for ty in range(ky):
+                            iy = ay.source[ty * sy + oy]
+                            if iy < 0:
+                                continue
+                            _taps_dot(acc + (tz * ky + ty) * kx,
+                                      small + (((n * c_small + cs) * sz + oz) * sy + oy) * sx,
+                                      large + (((n * c_large + cl) * lz + iz) * ly + iy) * lx,
+                                      ax)
 
 
 cdef inline void _pack_one(floating *dst, const floating *src, Py_ssize_t count,
@@ -661,109 +632,163 @@ cdef inline void _pack_one(floating *dst, const floating *src, Py_ssize_t count,
         memcpy(dst + n * size, src + n * channels * size, size * sizeof(floating))
 
 
-# ---------------------------------------------------------------------------
-# Python entry point: a prepared kernel holds its tables as raw pointers, so a call
-# only unpacks the arrays, releases the GIL and runs.
+cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const floating *large,
+                            const Buffers *buf, const Problem *p,
+                            int n_threads) noexcept nogil:
+    """GEMM, a chunk of samples at a time:
+    grad_w_g += S_g (cs_g x width) @ im2col(L)_g^T (width x cl_g*K), per group."""
+    cdef Py_ssize_t batch = p.batch, c_small = p.c_small, chunk = p.chunk
+    cdef Py_ssize_t size = _small_size(p)
+    cdef Py_ssize_t cs_g = c_small // p.groups
+    cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p)
+    cdef Py_ssize_t item, first, count, width, c
+    cdef floating *cols = <floating *> buf.columns
+    cdef floating *packed = <floating *> buf.packed
+    cdef floating beta
+    for item in range((batch + chunk - 1) // chunk):
+        first = item * chunk
+        count = min(chunk, batch - first)
+        width = count * size
+        _im2col(cols, large + first * p.c_large * _large_size(p), count, p, n_threads)
+        for c in prange(c_small, schedule="static", num_threads=n_threads):
+            _pack_one(packed + c * width, small + (first * c_small + c) * size, count,
+                      c_small, size)
+        beta = 0 if item == 0 else 1
+        # Row-major grad_w_g (cs_g, depth) = S_g (cs_g x width) @ cols_g^T;
+        # column-major: (depth x cs_g) = cols_g^T' ('T', cols_g is width x depth) @ S_g^T'.
+        _grouped_gemm(b'T', b'N', <int> depth, <int> cs_g, <int> width,
+                      cols, <int> width, depth * width,
+                      packed, <int> width, cs_g * width,
+                      beta, grad_w, <int> depth, cs_g * depth, p.groups, n_threads)
 
-cdef enum:
-    MAX_TABLES = 8
-    MAX_SIZES = 8
-    GEO_LEN = 18
-    WEIGHT_GRAD_DIRECT = 4
-    WEIGHT_GRAD_GEMM = 5
+
+# ---------------------------------------------------------------------------
+# Python entry point: a prepared kernel holds its Problem (tables as raw pointers),
+# so a call only unpacks the arrays, releases the GIL and runs.
 
 
 cdef inline void *_data(object array):
     return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
-cdef class Kernel:
-    """One prepared (transposed) convolution: geometry, tables and sizes, fixed.
+cdef inline const Py_ssize_t *_table(object array, list keep) except? NULL:
+    if array is None:
+        return NULL
+    if (not isinstance(array, cnp.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray> array) != cnp.NPY_INTP
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> array)):
+        raise ValueError("internal: kernel tables must be C-contiguous intp arrays")
+    keep.append(array)
+    return <const Py_ssize_t *> cnp.PyArray_DATA(<cnp.ndarray> array)
 
-    transposed, algorithm: which kernel (algorithm 0 direct, 1 kernel rows -- transposed
-    only --, 2 GEMM; 4 and 5: the weight gradient, direct and GEMM, with transposed
-    False and the call's arrays (grad_w, small side, large side)).
-    geo: 18 intp (small, large, kernel, stride, dilation, pad_begin; z, y, x each).
-    tables: intp arrays, see _transpose_plane / _conv_rows; kept alive here.
-    sizes: ints, see the same.
+
+cdef class Kernel:
+    """One prepared kernel: a :c:type:`Problem` copied, by name, from a ``_layout.Layout``.
+
+    ``forward(out, input, weight, bias, ...)`` runs a transposed convolution or a
+    convolution; ``weight_gradient(grad_weight, small, large, ...)`` the weight
+    gradient.  Workspaces are passed by name (None where the layout sized them 0).
     """
 
-    cdef readonly bint transposed
+    cdef Problem problem
+    cdef list _keep
+    cdef readonly int direction
     cdef readonly int algorithm
-    cdef object _keep
-    cdef const Py_ssize_t *table[MAX_TABLES]
-    cdef Py_ssize_t sizes[MAX_SIZES]
-    cdef Py_ssize_t geo[GEO_LEN]
 
-    def __init__(self, bint transposed, int algorithm, cnp.ndarray geo, tuple tables,
-                 tuple sizes):
-        cdef Py_ssize_t i
-        if (len(tables) > MAX_TABLES or len(sizes) > MAX_SIZES or geo.shape[0] != GEO_LEN
-                or cnp.PyArray_TYPE(geo) != cnp.NPY_INTP):
-            raise ValueError("internal: malformed kernel tables")
-        for i in range(len(tables)):
-            if cnp.PyArray_TYPE(<cnp.ndarray> tables[i]) != cnp.NPY_INTP:
-                raise ValueError("internal: kernel tables must be intp")
-            self.table[i] = <const Py_ssize_t *> _data(tables[i])
-        for i in range(len(sizes)):
-            self.sizes[i] = sizes[i]
-        for i in range(GEO_LEN):
-            self.geo[i] = (<Py_ssize_t *> _data(geo))[i]
-        self.transposed = transposed
-        self.algorithm = algorithm
-        self._keep = tables
+    def __init__(self, layout):
+        cdef int a
+        cdef Axis *axis
+        self._keep = []
+        for a, tables in enumerate(layout.axes):
+            axis = &self.problem.axis[a]
+            axis.small = tables.small
+            axis.large = tables.large
+            axis.kernel = tables.kernel
+            axis.first = _table(tables.first, self._keep)
+            axis.stop = _table(tables.stop, self._keep)
+            axis.offset = _table(tables.offset, self._keep)
+            axis.source = _table(tables.source, self._keep)
+            axis.layout = _table(tables.layout, self._keep)
+            axis.element_first = _table(tables.element_first, self._keep)
+            axis.element_stop = _table(tables.element_stop, self._keep)
+            axis.element_start = _table(tables.element_start, self._keep)
+        self.problem.direction = layout.direction
+        self.problem.algorithm = layout.algorithm
+        self.problem.batch = layout.batch
+        self.problem.c_small = layout.c_small
+        self.problem.c_large = layout.c_large
+        self.problem.groups = layout.groups
+        self.problem.chunk = layout.chunk
+        self.problem.phased_large = layout.phased_large
+        self.direction = layout.direction
+        self.algorithm = layout.algorithm
 
-    def __call__(self, cnp.ndarray out, cnp.ndarray x, cnp.ndarray w, object bias,
-                 object work0, object work1, object work2, int n_threads, int gemm_threads):
-        """Compute into ``out``; all arrays C-contiguous in out's dtype (float32/64).
-
-        Workspaces: transposed (scratch planes, packed input, columns), one set per
-        thread; convolution (phased input, columns, product).  Unused ones may be None.
-        gemm_threads: threads for the BLAS blocks (1 when BLAS threading is not ours).
-        """
+    def forward(self, cnp.ndarray out, cnp.ndarray input, cnp.ndarray weight, object bias,
+                object scratch, object phased, object packed, object columns,
+                object product, int n_threads, bint whole_chunks):
+        """Compute into ``out``; all arrays C-contiguous in out's dtype (float32/64)."""
+        cdef Buffers buf
         cdef void *o = _data(out)
-        cdef void *xp = _data(x)
-        cdef void *wp = _data(w)
+        cdef void *xp = _data(input)
+        cdef void *wp = _data(weight)
         cdef void *bp = _data(bias)
-        cdef void *w0 = _data(work0)
-        cdef void *w1 = _data(work1)
-        cdef void *w2 = _data(work2)
+        buf.scratch = _data(scratch)
+        buf.phased = _data(phased)
+        buf.packed = _data(packed)
+        buf.columns = _data(columns)
+        buf.product = _data(product)
         if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT:
             with nogil:
-                _dispatch(self.transposed, self.algorithm, self.geo, self.table, self.sizes,
-                          <float *> o, <const float *> xp, <float *> wp, <const float *> bp,
-                          <float *> w0, <float *> w1, <float *> w2, n_threads, gemm_threads)
+                _forward(&self.problem, &buf, <float *> o, <const float *> xp, <float *> wp,
+                         <const float *> bp, n_threads, whole_chunks)
         else:
             with nogil:
-                _dispatch(self.transposed, self.algorithm, self.geo, self.table, self.sizes,
-                          <double *> o, <const double *> xp, <double *> wp,
-                          <const double *> bp, <double *> w0, <double *> w1, <double *> w2,
-                          n_threads, gemm_threads)
+                _forward(&self.problem, &buf, <double *> o, <const double *> xp,
+                         <double *> wp, <const double *> bp, n_threads, whole_chunks)
 
-
-cdef void _dispatch(bint transposed, int algorithm, const Py_ssize_t *geo,
-                    const Py_ssize_t **table, const Py_ssize_t *sizes, floating *out,
-                    const floating *x, floating *w, const floating *bias, floating *w0,
-                    floating *w1, floating *w2, int n_threads,
-                    int gemm_threads) noexcept nogil:
-    cdef Py_ssize_t rows
-    if transposed and algorithm == 2:
-        _conv_transpose_gemm(out, x, w, bias, w1, w2, w0, geo, table, sizes, n_threads,
-                             gemm_threads)
-    elif transposed:
-        _conv_transpose_planes(out, x, w, bias, w0, geo, table, sizes, algorithm, n_threads)
-    elif algorithm >= WEIGHT_GRAD_DIRECT:
-        # out = grad_w, x = small side, w = large side (phased into w0)
-        rows = sizes[0] * sizes[2] * geo[LARGE] * geo[LARGE + 1]
-        _phase_input(w0, w, geo, rows, sizes[4], n_threads)
-        if algorithm == WEIGHT_GRAD_GEMM:
-            _weight_grad_gemm(out, x, w0, w1, w2, geo, table, sizes, n_threads, gemm_threads)
+    def weight_gradient(self, cnp.ndarray grad_weight, cnp.ndarray small, cnp.ndarray large,
+                        object phased, object packed, object columns, int n_threads):
+        """Compute the weight gradient of (small side, large side) into ``grad_weight``."""
+        cdef Buffers buf
+        cdef void *o = _data(grad_weight)
+        cdef void *sp = _data(small)
+        cdef void *lp = _data(large)
+        buf.scratch = NULL
+        buf.phased = _data(phased)
+        buf.packed = _data(packed)
+        buf.columns = _data(columns)
+        buf.product = NULL
+        if cnp.PyArray_TYPE(grad_weight) == cnp.NPY_FLOAT:
+            with nogil:
+                _weight_gradient(&self.problem, &buf, <float *> o, <const float *> sp,
+                                 <const float *> lp, n_threads)
         else:
-            _weight_grad_rows(out, x, w0, geo, table, sizes, n_threads)
+            with nogil:
+                _weight_gradient(&self.problem, &buf, <double *> o, <const double *> sp,
+                                 <const double *> lp, n_threads)
+
+
+cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const floating *x,
+                   floating *w, const floating *bias, int n_threads,
+                   bint whole_chunks) noexcept nogil:
+    cdef const floating *large
+    if p.direction == TRANSPOSE:
+        if p.algorithm == GEMM:
+            _transpose_gemm(out, x, w, bias, buf, p, n_threads, whole_chunks)
+        else:
+            _transpose_planes(out, x, w, bias, <floating *> buf.scratch, p, n_threads)
+        return
+    large = _phase_large(<floating *> buf.phased, x, p, n_threads)
+    if p.algorithm == GEMM:
+        _conv_gemm(out, large, w, bias, buf, p, n_threads, whole_chunks)
     else:
-        rows = sizes[0] * sizes[1] * geo[LARGE] * geo[LARGE + 1]
-        _phase_input(w0, x, geo, rows, sizes[4], n_threads)
-        if algorithm == 2:
-            _conv_gemm(out, w0, w, bias, w1, w2, geo, table, sizes, n_threads, gemm_threads)
-        else:
-            _conv_rows(out, w0, w, bias, geo, table, sizes, n_threads)
+        _conv_rows(out, large, w, bias, p, n_threads)
+
+
+cdef void _weight_gradient(const Problem *p, const Buffers *buf, floating *grad_w,
+                           const floating *small, const floating *large_in,
+                           int n_threads) noexcept nogil:
+    cdef const floating *large = _phase_large(<floating *> buf.phased, large_in, p, n_threads)
+    if p.algorithm == GEMM:
+        _weight_grad_gemm(grad_w, small, large, buf, p, n_threads)
+    else:
+        _weight_grad_rows(grad_w, small, large, p, n_threads)

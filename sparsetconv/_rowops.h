@@ -1,12 +1,15 @@
 /* Innermost loops of the compiled kernels.
  *
  * Every kernel in _kernels.pyx reduces to "add w[k] * (a contiguous source run) to
- * a contiguous destination run" for a few taps k.  These loops are where the time
- * goes, so on x86-64 Linux with GCC they are compiled once per instruction set
- * (AVX-512, AVX2+FMA, baseline SSE2) and the loader picks one at run time: the
- * build stays portable (no -march=native) and still uses the machine's vectors.
+ * a contiguous destination run" for the taps k of one kernel row, each tap with its
+ * own valid range [first[k], stop[k]) (positions outside it fall in the padding and
+ * are never touched) and its own offset into the phase-major large side.  These
+ * loops are where the time goes, so on x86-64 Linux with GCC they are compiled once
+ * per instruction set (AVX-512, AVX2+FMA, baseline SSE2) and the loader picks one
+ * at run time: the build stays portable (no -march=native) and still uses the
+ * machine's vectors.
  *
- * They trust their arguments (pointers in range, n >= 0): callers are the kernels.
+ * They trust their arguments (pointers and ranges in bounds): callers are the kernels.
  */
 #ifndef SPARSETCONV_ROWOPS_H
 #define SPARSETCONV_ROWOPS_H
@@ -14,90 +17,121 @@
 #include <stddef.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && (__GNUC__ >= 8)
-#define STC_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+/* One clone per *architecture level* (a comma inside one string would make
+ * separate avx2 and fma clones, and the avx2 one would run without FMA). */
+#define STC_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+/* The clone the loader's resolver picks on this CPU (the same feature tests, in
+ * the same priority order), for show_config(). */
+static const char *stc_simd_path(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("fma"))
+        return "skylake-avx512 (AVX-512 + FMA)";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return "haswell (AVX2 + FMA)";
+    return "default (baseline x86-64)";
+}
 #else
 #define STC_CLONES
+static const char *stc_simd_path(void) { return "compiler baseline (no per-CPU clones in this build)"; }
 #endif
 
 #define STC_DEFINE_ROWOPS(T, SUFFIX)                                                       \
-/* dst[dst_off[k] + i] += w[k] * src[src_off[k] + i] for k < n_taps, i < n */              \
+/* Gather (convolution): dst[i] += w[k] * src[offset[k] + i], i in [first[k], stop[k]) */ \
 STC_CLONES static void stc_taps_axpy_##SUFFIX(                                             \
-    T *restrict dst, const ptrdiff_t *dst_off, const T *restrict src,                      \
-    const ptrdiff_t *src_off, const T *w, ptrdiff_t n_taps, ptrdiff_t n)                   \
+    T *restrict dst, const T *restrict src, const T *w, ptrdiff_t n_taps,                  \
+    const ptrdiff_t *first, const ptrdiff_t *stop, const ptrdiff_t *offset)                \
 {                                                                                          \
     for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
         T a = w[k];                                                                        \
-        T *restrict d = dst + dst_off[k];                                                  \
-        const T *restrict s = src + src_off[k];                                            \
+        ptrdiff_t i0 = first[k], n = stop[k] - first[k];                                   \
+        T *restrict d = dst + i0;                                                          \
+        const T *restrict s = src + offset[k] + i0;                                        \
         for (ptrdiff_t i = 0; i < n; ++i) d[i] += a * s[i];                                \
     }                                                                                      \
 }                                                                                          \
-/* Block forms: n_rows consecutive source rows of length n (the input's y axis)   */     \
-/* land n_rows destination rows dst_stride apart.                                  */     \
-/* dst[dst_off[k] + r*dst_stride + i] += src[k*src_stride + r*n + i]  (col2im)     */     \
-STC_CLONES static void stc_block_add_##SUFFIX(                                             \
-    T *restrict dst, const ptrdiff_t *dst_off, ptrdiff_t dst_stride,                       \
-    const T *restrict src, ptrdiff_t src_stride, ptrdiff_t n_taps, ptrdiff_t n_rows,       \
-    ptrdiff_t n)                                                                           \
-{                                                                                          \
-    for (ptrdiff_t k = 0; k < n_taps; ++k)                                                 \
-        for (ptrdiff_t r = 0; r < n_rows; ++r) {                                           \
-            T *restrict d = dst + dst_off[k] + r * dst_stride;                             \
-            const T *restrict s = src + k * src_stride + r * n;                            \
-            for (ptrdiff_t i = 0; i < n; ++i) d[i] += s[i];                                \
-        }                                                                                  \
-}                                                                                          \
-/* dst[dst_off[k] + r*dst_stride + i] += w[k] * src[r*n + i]                       */     \
+/* Scatter (transposed), n_rows source rows of row_len landing dst_stride apart:    */    \
+/* dst[r*dst_stride + offset[k] + i] += w[k] * src[r*row_len + i]                  */    \
 STC_CLONES static void stc_block_axpy_##SUFFIX(                                            \
-    T *restrict dst, const ptrdiff_t *dst_off, ptrdiff_t dst_stride,                       \
-    const T *restrict src, const T *w, ptrdiff_t n_taps, ptrdiff_t n_rows, ptrdiff_t n)    \
+    T *restrict dst, ptrdiff_t dst_stride, const T *restrict src, ptrdiff_t row_len,       \
+    ptrdiff_t n_rows, const T *w, ptrdiff_t n_taps, const ptrdiff_t *first,                \
+    const ptrdiff_t *stop, const ptrdiff_t *offset)                                        \
 {                                                                                          \
     for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
         T a = w[k];                                                                        \
+        ptrdiff_t i0 = first[k], n = stop[k] - first[k];                                   \
         for (ptrdiff_t r = 0; r < n_rows; ++r) {                                           \
-            T *restrict d = dst + dst_off[k] + r * dst_stride;                             \
-            const T *restrict s = src + r * n;                                             \
+            T *restrict d = dst + r * dst_stride + offset[k] + i0;                         \
+            const T *restrict s = src + r * row_len + i0;                                  \
             for (ptrdiff_t i = 0; i < n; ++i) d[i] += a * s[i];                            \
         }                                                                                  \
     }                                                                                      \
 }                                                                                          \
-/* dst[r*dst_stride + i*step + k] += src[r*n + i] * w[k]: one kernel row per input */     \
-/* element, for kernels longer than the input row (e.g. FCN-32s)                  */     \
-STC_CLONES static void stc_block_outer_axpy_##SUFFIX(                                      \
-    T *restrict dst, ptrdiff_t dst_stride, ptrdiff_t step, const T *restrict src,          \
-    const T *restrict w, ptrdiff_t n_taps, ptrdiff_t n_rows, ptrdiff_t n)                  \
-{                                                                                          \
-    for (ptrdiff_t r = 0; r < n_rows; ++r)                                                 \
-        for (ptrdiff_t i = 0; i < n; ++i) {                                                \
-            T a = src[r * n + i];                                                          \
-            T *restrict d = dst + r * dst_stride + i * step;                               \
-            for (ptrdiff_t k = 0; k < n_taps; ++k) d[k] += a * w[k];                       \
-        }                                                                                  \
-}                                                                                          \
-/* acc[k] += sum over i < n of a[i] * b[b_off[k] + i], for k < n_taps: the weight-  */     \
-/* gradient correlation of one row pair; lane-wise partial sums so it vectorises   */     \
-/* without reassociation flags.                                                    */     \
-STC_CLONES static void stc_taps_dot_##SUFFIX(                                              \
-    T *restrict acc, const T *restrict a, const T *restrict b, const ptrdiff_t *b_off,    \
-    ptrdiff_t n_taps, ptrdiff_t n)                                                         \
+/* col2im: as block_axpy with weight 1, tap k's rows tap_stride apart in src        */    \
+STC_CLONES static void stc_block_add_##SUFFIX(                                             \
+    T *restrict dst, ptrdiff_t dst_stride, const T *restrict src, ptrdiff_t tap_stride,    \
+    ptrdiff_t row_len, ptrdiff_t n_rows, ptrdiff_t n_taps, const ptrdiff_t *first,         \
+    const ptrdiff_t *stop, const ptrdiff_t *offset)                                        \
 {                                                                                          \
     for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
-        const T *restrict bk = b + b_off[k];                                               \
+        ptrdiff_t i0 = first[k], n = stop[k] - first[k];                                   \
+        for (ptrdiff_t r = 0; r < n_rows; ++r) {                                           \
+            T *restrict d = dst + r * dst_stride + offset[k] + i0;                         \
+            const T *restrict s = src + k * tap_stride + r * row_len + i0;                 \
+            for (ptrdiff_t i = 0; i < n; ++i) d[i] += s[i];                                \
+        }                                                                                  \
+    }                                                                                      \
+}                                                                                          \
+/* Kernel rows (transposed, dilation 1 on x, natural order): input element i adds  */    \
+/* w[e_first[i] .. e_stop[i]) at dst[r*dst_stride + e_start[i] ..]                 */    \
+STC_CLONES static void stc_block_outer_axpy_##SUFFIX(                                      \
+    T *restrict dst, ptrdiff_t dst_stride, const T *restrict src, ptrdiff_t row_len,       \
+    ptrdiff_t n_rows, const T *restrict w, const ptrdiff_t *e_first,                       \
+    const ptrdiff_t *e_stop, const ptrdiff_t *e_start)                                     \
+{                                                                                          \
+    for (ptrdiff_t r = 0; r < n_rows; ++r)                                                 \
+        for (ptrdiff_t i = 0; i < row_len; ++i) {                                          \
+            T a = src[r * row_len + i];                                                    \
+            ptrdiff_t t0 = e_first[i], n = e_stop[i] - e_first[i];                         \
+            T *restrict d = dst + r * dst_stride + e_start[i];                             \
+            const T *restrict wk = w + t0;                                                 \
+            for (ptrdiff_t k = 0; k < n; ++k) d[k] += a * wk[k];                           \
+        }                                                                                  \
+}                                                                                          \
+/* Weight gradient of one row pair: acc[k] += sum_i a[i] * b[offset[k] + i] over    */    \
+/* [first[k], stop[k]); lane-wise partial sums so it vectorises without             */    \
+/* reassociation flags.                                                            */     \
+STC_CLONES static void stc_taps_dot_##SUFFIX(                                              \
+    T *restrict acc, const T *restrict a, const T *restrict b, ptrdiff_t n_taps,           \
+    const ptrdiff_t *first, const ptrdiff_t *stop, const ptrdiff_t *offset)                \
+{                                                                                          \
+    for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
+        ptrdiff_t i0 = first[k], n = stop[k] - first[k];                                   \
+        const T *restrict ak = a + i0;                                                     \
+        const T *restrict bk = b + offset[k] + i0;                                         \
         T lanes[16] = {0};                                                                 \
         ptrdiff_t i = 0;                                                                   \
         for (; i + 16 <= n; i += 16)                                                       \
-            for (int j = 0; j < 16; ++j) lanes[j] += a[i + j] * bk[i + j];                 \
+            for (int j = 0; j < 16; ++j) lanes[j] += ak[i + j] * bk[i + j];                \
         T sum = 0;                                                                         \
         for (int j = 0; j < 16; ++j) sum += lanes[j];                                      \
-        for (; i < n; ++i) sum += a[i] * bk[i];                                            \
+        for (; i < n; ++i) sum += ak[i] * bk[i];                                           \
         acc[k] += sum;                                                                     \
     }                                                                                      \
 }                                                                                          \
-/* out[i] = src[map[i]] + bias: crop and un-phase one output row                   */     \
+/* out[i] = src[map[i]] + bias: un-phase one output row                            */     \
 STC_CLONES static void stc_gather_row_##SUFFIX(                                            \
     T *restrict out, const T *restrict src, const ptrdiff_t *map, ptrdiff_t n, T bias)     \
 {                                                                                          \
     for (ptrdiff_t i = 0; i < n; ++i) out[i] = src[map[i]] + bias;                         \
+}                                                                                          \
+/* dst[map[i]] = src[i]: lay one input row out phase-major                         */     \
+STC_CLONES static void stc_scatter_row_##SUFFIX(                                           \
+    T *restrict dst, const T *restrict src, const ptrdiff_t *map, ptrdiff_t n)             \
+{                                                                                          \
+    for (ptrdiff_t i = 0; i < n; ++i) dst[map[i]] = src[i];                                \
 }
 
 STC_DEFINE_ROWOPS(float, f)

@@ -66,6 +66,89 @@ class Geometry:
     def rank(self):
         return len(self.kernel)
 
+    def lifted(self, rank=3):
+        """The same geometry with leading unit axes up to ``rank`` (one N-d kernel)."""
+        lead = rank - self.rank
+        ones, zeros = (1,) * lead, (0,) * lead
+        return Geometry(
+            small=ones + self.small, large=ones + self.large, kernel=ones + self.kernel,
+            stride=ones + self.stride, dilation=ones + self.dilation,
+            pad_begin=zeros + self.pad_begin, pad_end=zeros + self.pad_end,
+            output_padding=zeros + self.output_padding,
+        )
+
+    def axis_relation(self, axis):
+        """The per-axis relation of :class:`AxisRelation` for spatial axis ``axis``."""
+        return _axis_relation(self.small[axis], self.large[axis], self.kernel[axis],
+                              self.stride[axis], self.dilation[axis], self.pad_begin[axis])
+
+
+@dataclass(frozen=True, eq=False)
+class AxisRelation:
+    """One axis of a Geometry as index tables: which (small index j, tap t) pairs meet
+    which large position ``p = j*stride - pad_begin + t*dilation``, and where ``p``
+    lives in the large side's *phase-major* layout.
+
+    Phase-major layout: the large positions ordered by phase ``p mod stride``, then by
+    ``p div stride`` -- phase ``r`` holds the ``ceil((large - r) / stride)`` positions
+    ``r, r + stride, ...``, so the layout is a permutation of ``range(large)``.  A tap
+    then maps consecutive ``j`` to consecutive layout positions: the kernels add or
+    read contiguous runs, with no modulo and no inserted zeros, and positions in the
+    padding are simply never part of a run.
+
+    Every array is int64 and computed with Python integers, so no intermediate
+    position can overflow whatever the stride or padding.
+
+    Attributes
+    ----------
+    first, stop : ndarray, shape (kernel,)
+        Tap ``t`` reaches a real large position exactly for ``first[t] <= j < stop[t]``.
+    offset : ndarray, shape (kernel,)
+        Layout position of ``(j, t)`` is ``offset[t] + j`` (for ``j`` in that range).
+    source : ndarray, shape (kernel, small)
+        Natural large position of ``(j, t)``, or -1 where it falls in the padding.
+    layout : ndarray, shape (large,)
+        Layout position of each natural large position.
+    """
+
+    first: object
+    stop: object
+    offset: object
+    source: object
+    layout: object
+
+
+def _axis_relation(small, large, kernel, stride, dilation, pad_begin):
+    import numpy as np  # shapes.py stays importable without running numpy at import
+
+    counts = [-(-(large - r) // stride) for r in range(min(stride, large))]
+    starts = [0]
+    for count in counts[:-1]:
+        starts.append(starts[-1] + count)
+    first, stop, offset = [], [], []
+    source = np.full((kernel, small), -1, dtype=np.int64)
+    for t in range(kernel):
+        shift = t * dilation - pad_begin          # p = j*stride + shift
+        phase, lead = shift % stride, shift // stride   # p = (j + lead)*stride + phase
+        count = counts[phase] if phase < len(counts) else 0
+        j0 = min(max(0, -lead), small)
+        j1 = max(j0, min(small, count - lead))
+        first.append(j0)
+        stop.append(j1)
+        # offset + j lies in [0, large) for the j of the run: every entry stays within
+        # the sizes (an empty run's offset is unused, and 0)
+        offset.append(starts[phase] + lead if j1 > j0 else 0)
+        if j1 > j0:  # (j + lead) < count, so these products stay below large
+            source[t, j0:j1] = (np.arange(j0, j1, dtype=np.int64) + lead) * stride + phase
+    positions = np.arange(large, dtype=np.int64)
+    if stride >= large:
+        layout = positions  # every phase holds one position: the identity
+    else:
+        layout = np.asarray(starts, dtype=np.int64)[positions % stride] + positions // stride
+    as_array = lambda values: np.asarray(values, dtype=np.int64)  # noqa: E731
+    return AxisRelation(first=as_array(first), stop=as_array(stop), offset=as_array(offset),
+                        source=source, layout=layout)
+
 
 # ---------------------------------------------------------------------------
 # Per-axis resolution.  These are the only places that know the size formulas.

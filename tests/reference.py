@@ -98,3 +98,35 @@ def conv_reference(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if bias is not None:
         out += np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * rank)
     return out
+
+
+def weight_gradient_reference(small, large, kernel, stride=1, padding=0, groups=1,
+                              dilation=1):
+    """Gradient of ``<large, conv_transpose(small, w)>`` (= ``<conv(large, w), small>``)
+    with respect to ``w``, from the definition: ``w[cs, cl, k]`` multiplies
+    ``small[n, cs, i]`` into ``large[n, group*C_l + cl, i*stride - pad_begin + k*dilation]``.
+
+    ``small``: (N, C_small, *S) -- the transposed convolution's input, or a
+    convolution's output gradient; ``large``: (N, C_large, *L); result
+    ``(C_small, C_large // groups, *kernel)``.
+    """
+    small = np.asarray(small, dtype=np.float64)
+    large = np.asarray(large, dtype=np.float64)
+    rank = len(kernel)
+    stride, dilation = _tuple(stride, rank), _tuple(dilation, rank)
+    pads = _pairs(padding, rank)
+    c_small, c_large = small.shape[1], large.shape[1]
+    per_small, per_large = c_small // groups, c_large // groups
+    grad = np.zeros((c_small, per_large) + tuple(kernel))
+    for b in range(small.shape[0]):
+        for cs in range(c_small):
+            group = cs // per_small
+            for i in itertools.product(*map(range, small.shape[2:])):
+                value = small[(b, cs) + i]
+                for k in itertools.product(*map(range, kernel)):
+                    o = tuple(i[a] * stride[a] - pads[a][0] + k[a] * dilation[a]
+                              for a in range(rank))
+                    if all(0 <= o[a] < large.shape[2 + a] for a in range(rank)):
+                        grad[(cs, slice(None)) + k] += (
+                            value * large[(b, slice(group * per_large, (group + 1) * per_large)) + o])
+    return grad

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import sparsetconv as stc
 from conftest import assert_matches, conv_configs
 from sparsetconv import _compiled
+from sparsetconv import _layout as _layout_module
 from sparsetconv._plan import make_plan
 
 ALGORITHMS = dict(_compiled.ALGORITHMS)
@@ -51,12 +52,11 @@ def _config_plan(cfg, x, w, b):
 
 
 def _algorithms(plan):
-    """The algorithms that apply to ``plan``: kernel rows is transposed-only and needs
-    dilation 1 on the last axis."""
-    names = ["direct", "gemm"]
-    if plan.transposed and plan.geometry.dilation[-1] == 1:
-        names.append("kernel_rows")
-    return names
+    """The algorithms whose stated domain includes ``plan`` (the domains themselves are
+    pinned by test_algorithms_refuse_outside_their_domain)."""
+    direction = _layout_module.TRANSPOSE if plan.transposed else _layout_module.CONVOLVE
+    return [name for name, algorithm in ALGORITHMS.items()
+            if _layout_module.unsupported(plan, direction, algorithm) is None]
 
 
 def _layout(array, layout):

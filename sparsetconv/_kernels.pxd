@@ -1,0 +1,57 @@
+# The one description of a compiled kernel call, declared once.
+#
+# Python (sparsetconv/_layout.py) builds a Layout with the same field names; the
+# Kernel object in _kernels.pyx copies it into a Problem at construction, and every
+# kernel reads the Problem by name.  Nothing here changes meaning from one kernel to
+# another.
+
+cdef enum Direction:
+    TRANSPOSE = 0        # small side in, large side out (transposed convolution)
+    CONVOLVE = 1         # large side in, small side out (convolution)
+    WEIGHT_GRADIENT = 2  # both sides in, weight-shaped out
+
+cdef enum Algorithm:
+    DIRECT = 0           # per-row runs, no intermediate beyond one plane
+    KERNEL_ROWS = 1      # transposed, dilation 1 on x: one kernel row per input element
+    GEMM = 2             # BLAS GEMM over a group's channels, then col2im / im2col
+
+
+# One spatial axis (rank 1 and 2 are lifted to 3-D with unit axes).  The large side
+# is stored in phase-major order (see sparsetconv.shapes.AxisRelation): tap t meets
+# small index j (for first[t] <= j < stop[t]) at layout position offset[t] + j.
+cdef struct Axis:
+    Py_ssize_t small
+    Py_ssize_t large
+    Py_ssize_t kernel
+    const Py_ssize_t *first     # [kernel]
+    const Py_ssize_t *stop      # [kernel]
+    const Py_ssize_t *offset    # [kernel]
+    const Py_ssize_t *source    # [kernel * small]: natural large position, -1 in padding
+    const Py_ssize_t *layout    # [large]: layout position of each natural position
+    # KERNEL_ROWS only (x axis, natural order): small index j adds taps
+    # [element_first[j], element_stop[j]) starting at natural position element_start[j].
+    const Py_ssize_t *element_first
+    const Py_ssize_t *element_stop
+    const Py_ssize_t *element_start
+
+
+cdef struct Problem:
+    Axis axis[3]                # z, y, x
+    Direction direction
+    Algorithm algorithm
+    Py_ssize_t batch
+    Py_ssize_t c_small          # channels of the small side (weight.shape[0])
+    Py_ssize_t c_large          # channels of the large side
+    Py_ssize_t groups
+    Py_ssize_t chunk            # GEMM: samples per chunk
+    bint phased_large           # CONVOLVE / WEIGHT_GRADIENT: re-lay the large input out
+                                # phase-major on x (False when the x stride is 1)
+
+
+# Workspaces, by name (NULL where the algorithm needs none).  Sizes: _layout.Workspace.
+cdef struct Buffers:
+    void *scratch               # TRANSPOSE: one large plane per thread
+    void *phased                # the large input, phase-major on x
+    void *packed                # GEMM: one chunk's samples side by side (per chunk-thread)
+    void *columns               # GEMM: one chunk's columns (per chunk-thread)
+    void *product               # CONVOLVE GEMM: one chunk's product (per chunk-thread)

@@ -1,0 +1,207 @@
+"""The one place that knows the compiled kernels' tables, domains and workspaces.
+
+A :class:`Layout` has exactly the fields of the ``Problem`` struct declared in
+``_kernels.pxd``; :class:`sparsetconv._kernels.Kernel` copies it by name.  It depends
+only on the plan, the direction and the algorithm, so it is built once per plan.
+
+Each algorithm states the geometries it supports (:func:`unsupported`); forcing one
+outside them raises instead of computing something else.
+"""
+
+from dataclasses import dataclass
+from functools import lru_cache
+from math import prod
+
+import numpy as np
+
+from . import _kernels
+
+DIRECT = _kernels.ALGORITHMS["direct"]
+KERNEL_ROWS = _kernels.ALGORITHMS["kernel_rows"]
+GEMM = _kernels.ALGORITHMS["gemm"]
+ALGORITHMS = dict(_kernels.ALGORITHMS)
+TRANSPOSE = _kernels.DIRECTIONS["transpose"]
+CONVOLVE = _kernels.DIRECTIONS["convolve"]
+WEIGHT_GRADIENT = _kernels.DIRECTIONS["weight_gradient"]
+
+# A GEMM chunk's column buffer (per thread) may not exceed this: the im2col/col2im
+# columns are the one workspace that is not bounded by the call's own arrays.
+GEMM_MAX_COLUMN_BYTES = 128 * 2**20
+# Forward GEMMs take at least this many columns per chunk when the batch allows, so
+# BLAS runs at speed while a chunk's columns still fit in cache for col2im.
+GEMM_MIN_WIDTH = 512
+_BLAS_INT_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True, eq=False)
+class AxisTables:
+    """One spatial axis of a Problem (see ``Axis`` in ``_kernels.pxd``)."""
+
+    small: int
+    large: int
+    kernel: int
+    first: np.ndarray
+    stop: np.ndarray
+    offset: np.ndarray
+    source: np.ndarray
+    layout: np.ndarray
+    element_first: object = None
+    element_stop: object = None
+    element_start: object = None
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Workspace sizes in elements.  ``scratch`` is per thread; ``packed``,
+    ``columns`` and ``product`` per thread when threads take whole GEMM chunks, else
+    one; ``phased`` is shared."""
+
+    scratch: int = 0
+    phased: int = 0
+    packed: int = 0
+    columns: int = 0
+    product: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    direction: int
+    algorithm: int
+    batch: int
+    c_small: int
+    c_large: int
+    groups: int
+    chunk: int
+    phased_large: bool
+    axes: tuple
+    workspace: Workspace
+
+    @property
+    def n_chunks(self):
+        return -(-self.batch // self.chunk)
+
+
+def _intp(values):
+    return np.ascontiguousarray(values, dtype=np.intp)
+
+
+def _axis_tables(geometry, axis, kernel_rows):
+    relation = geometry.axis_relation(axis)
+    small, large = geometry.small[axis], geometry.large[axis]
+    extra = {}
+    layout = relation.layout
+    if kernel_rows:
+        # natural order on this axis: element j's taps are one contiguous run (dilation 1)
+        stride, kernel, pad = geometry.stride[axis], geometry.kernel[axis], geometry.pad_begin[axis]
+        first, stop, start = [], [], []
+        for j in range(small):
+            position = j * stride - pad          # Python ints: no overflow
+            t0 = min(max(0, -position), kernel)
+            t1 = max(t0, min(kernel, large - position))
+            first.append(t0)
+            stop.append(t1)
+            start.append(position + t0 if t1 > t0 else 0)
+        extra = dict(element_first=_intp(first), element_stop=_intp(stop),
+                     element_start=_intp(start))
+        layout = np.arange(large)
+    return AxisTables(
+        small=small, large=large, kernel=geometry.kernel[axis], first=_intp(relation.first),
+        stop=_intp(relation.stop), offset=_intp(relation.offset),
+        source=_intp(relation.source.ravel()), layout=_intp(layout), **extra,
+    )
+
+
+def _batch(plan):
+    return 1 if plan.batch is None else plan.batch
+
+
+def column_elements(plan, samples):
+    """Elements of the GEMM column buffer for ``samples`` samples (either direction:
+    (large-side channels x taps) x (samples x small positions))."""
+    g = plan.geometry
+    return plan.large_channels * prod(g.kernel) * samples * prod(g.small)
+
+
+def forward_chunk(plan):
+    """Samples per forward GEMM chunk: enough columns for BLAS to run at speed, few
+    enough that a chunk's columns are still in cache when col2im reads them, and
+    within the column cap."""
+    fit = GEMM_MAX_COLUMN_BYTES // max(1, column_elements(plan, 1) * plan.dtype.itemsize)
+    wanted = -(-GEMM_MIN_WIDTH // prod(plan.geometry.small))
+    return max(1, min(_batch(plan), wanted, fit))
+
+
+def weight_gradient_chunk(plan):
+    """Samples per weight-gradient GEMM: as many as fit the column cap."""
+    fit = GEMM_MAX_COLUMN_BYTES // max(1, column_elements(plan, 1) * plan.dtype.itemsize)
+    return max(1, min(_batch(plan), fit))
+
+
+def _blas_sizes_ok(plan):
+    """BLAS takes 32-bit ints: every GEMM operand must stay below 2**31 elements."""
+    g = plan.geometry
+    width = _batch(plan) * prod(g.small)
+    depth = (plan.large_channels // plan.groups) * prod(g.kernel)
+    rows = max(plan.small_channels, plan.large_channels) * prod(g.kernel)
+    return max(width * rows, width * depth, plan.large_channels * prod(g.large)) <= _BLAS_INT_MAX
+
+
+def unsupported(plan, direction, algorithm):
+    """Why ``algorithm`` cannot run ``plan`` in ``direction`` (None when it can)."""
+    names = {v: k for k, v in ALGORITHMS.items()}
+    if algorithm not in names:
+        return f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}"
+    if algorithm == KERNEL_ROWS:
+        if direction != TRANSPOSE:
+            return "the kernel-rows algorithm computes transposed convolutions only"
+        if plan.geometry.dilation[-1] != 1:
+            return (f"the kernel-rows algorithm needs dilation 1 on the last axis, got "
+                    f"dilation={plan.geometry.dilation}")
+    if algorithm == GEMM:
+        if not _blas_sizes_ok(plan):
+            return "the GEMM algorithm's matrices would exceed BLAS's 32-bit sizes"
+        column_bytes = column_elements(plan, 1) * plan.dtype.itemsize
+        if column_bytes > GEMM_MAX_COLUMN_BYTES:
+            return (f"the GEMM algorithm would need {column_bytes / 2**20:.0f} MiB of "
+                    f"columns per sample (over its {GEMM_MAX_COLUMN_BYTES // 2**20} MiB cap)")
+    return None
+
+
+def check_supported(plan, direction, algorithm):
+    reason = unsupported(plan, direction, algorithm)
+    if reason is not None:
+        raise ValueError(reason)
+
+
+@lru_cache(maxsize=512)
+def build_layout(plan, direction, algorithm):
+    """The Layout of ``plan`` run in ``direction`` with ``algorithm`` (checked)."""
+    check_supported(plan, direction, algorithm)
+    g = plan.geometry.lifted(3)
+    axes = tuple(_axis_tables(g, a, a == 2 and algorithm == KERNEL_ROWS) for a in range(3))
+    batch = _batch(plan)
+    small_size, large_size = prod(g.small), prod(g.large)
+    kernel_size = prod(g.kernel)
+    gemm = algorithm == GEMM
+    chunk = weight_gradient_chunk(plan) if direction == WEIGHT_GRADIENT else forward_chunk(plan)
+    columns = plan.large_channels * kernel_size * chunk * small_size if gemm else 0
+    phased_large = direction != TRANSPOSE and g.stride[-1] > 1
+    phased = batch * plan.large_channels * large_size if phased_large else 0
+    if direction == TRANSPOSE:
+        workspace = Workspace(
+            scratch=large_size,
+            packed=plan.small_channels * chunk * small_size if gemm and chunk > 1 else 0,
+            columns=columns,
+        )
+    elif direction == CONVOLVE:
+        workspace = Workspace(phased=phased, columns=columns,
+                              product=plan.small_channels * chunk * small_size if gemm else 0)
+    else:
+        workspace = Workspace(phased=phased, columns=columns,
+                              packed=plan.small_channels * chunk * small_size if gemm else 0)
+    return Layout(
+        direction=direction, algorithm=algorithm, batch=batch,
+        c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,
+        chunk=chunk if gemm else 1, phased_large=phased_large, axes=axes,
+        workspace=workspace,
+    )

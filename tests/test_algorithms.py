@@ -1,0 +1,184 @@
+"""The compiled algorithms as a family: each one forced (weight gradients included)
+against the plain-loop reference, each one's stated domain, and the bounds on their
+workspaces and index arithmetic."""
+
+import dataclasses
+import math
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sparsetconv as stc
+from conftest import assert_matches, conv_configs
+from reference import conv_transpose_reference, weight_gradient_reference
+from sparsetconv import _compiled, _layout
+from sparsetconv._plan import make_plan
+
+LAYOUTS = ("C", "F", "strided", "readonly")
+
+
+def _plan(cfg, x, w, b=None):
+    kw = cfg.kwargs()
+    return make_plan(cfg.transposed, None, x.shape, x.dtype, w.shape, w.dtype,
+                     None if b is None else b.shape, None if b is None else b.dtype,
+                     kw["stride"], kw["padding"], kw.get("output_padding", 0), kw["groups"],
+                     kw["dilation"], None)
+
+
+def _relayout(array, layout):
+    if layout == "F":
+        return np.asfortranarray(array)
+    if layout == "strided":
+        wide = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), array.dtype)
+        wide[..., ::2] = array
+        return wide[..., ::2]
+    if layout == "readonly":
+        array = array.copy()
+        array.setflags(write=False)
+    return array
+
+
+@settings(max_examples=120, deadline=None)
+@given(cfg=st.one_of(conv_configs(transposed=True), conv_configs(transposed=False)),
+       dtype=st.sampled_from([np.float32, np.float64]),
+       layout=st.sampled_from(LAYOUTS))
+def test_every_weight_gradient_algorithm_matches_reference(cfg, dtype, layout):
+    x, w, _ = cfg.arrays(dtype)
+    g = np.random.default_rng(cfg.seed + 1).standard_normal(cfg.output_shape).astype(dtype)
+    small, large = (x, g) if cfg.transposed else (g, x)
+    want = weight_gradient_reference(small, large, cfg.kernel, cfg.stride,
+                                     [list(p) for p in cfg.pairs], cfg.groups, cfg.dilation)
+    plan = _plan(cfg, x, w)
+    ran = []
+    for name, algorithm in _layout.ALGORITHMS.items():
+        if _layout.unsupported(plan, _layout.WEIGHT_GRADIENT, algorithm) is not None:
+            continue
+        small_in, large_in = _relayout(small, layout), _relayout(large, layout)
+        got = _compiled.WeightGradient(plan, algorithm)(small_in, large_in)
+        assert got.shape == w.shape and got.dtype == dtype, name
+        assert_matches(got, want)
+        np.testing.assert_array_equal(small_in, small)
+        ran.append(name)
+    assert ran == ["direct", "gemm"]
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "kernel_rows", "gemm"])
+def test_forced_algorithms_on_uneven_geometry(algorithm):
+    """Kernel longer than the input, stride above the kernel, output_padding, crops
+    on both sides: every supported algorithm against the reference, both dtypes."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 6, 4, 3))
+    w = rng.standard_normal((6, 5, 7, 9))
+    kw = dict(stride=(3, 5), padding=((2, 1), (4, 0)), output_padding=(1, 2))
+    want = conv_transpose_reference(x, w, None, (3, 5), [[2, 1], [4, 0]], (1, 2))
+    plan = make_plan(True, None, x.shape, x.dtype, w.shape, w.dtype, None, None,
+                     kw["stride"], kw["padding"], kw["output_padding"], 1, 1, None)
+    for dtype in (np.float32, np.float64):
+        got = _compiled.Executor(dataclasses.replace(plan, dtype=np.dtype(dtype)),
+                                 algorithm)(x, w, None)
+        assert_matches(got, want.astype(dtype))
+
+
+def _transposed_plan(x_shape, w_shape, **kw):
+    return make_plan(True, None, x_shape, np.dtype(np.float64), w_shape, np.dtype(np.float64),
+                     None, None, kw.get("stride", 1), kw.get("padding", 0),
+                     kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1),
+                     None)
+
+
+def test_algorithms_refuse_outside_their_domain():
+    dilated = _transposed_plan((1, 2, 5, 5), (2, 2, 3, 3), dilation=(1, 2))
+    with pytest.raises(ValueError, match="kernel-rows algorithm needs dilation 1"):
+        _compiled.Executor(dilated, "kernel_rows")
+    conv = make_plan(False, None, (1, 2, 5, 5), np.dtype(np.float64), (2, 2, 3, 3),
+                     np.dtype(np.float64), None, None, 1, 0, 0, 1, 1, None)
+    with pytest.raises(ValueError, match="transposed convolutions only"):
+        _compiled.Executor(conv, "kernel_rows")
+    with pytest.raises(ValueError, match="transposed convolutions only"):
+        _compiled.WeightGradient(conv, "kernel_rows")
+    # FCN-32s in float64: 168 MiB of GEMM columns for one sample
+    fcn = _transposed_plan((1, 21, 16, 16), (21, 21, 64, 64), stride=32, padding=16)
+    with pytest.raises(ValueError, match="168 MiB of columns per sample"):
+        _compiled.Executor(fcn, "gemm")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        _compiled.Executor(fcn, "winograd")
+    # ... and auto never picks what the domain refuses
+    assert _compiled.Executor(fcn).algorithm != _layout.GEMM
+    assert _compiled.Executor(dilated).algorithm != _layout.KERNEL_ROWS
+
+
+@settings(max_examples=80, deadline=None)
+@given(cfg=st.one_of(conv_configs(transposed=True), conv_configs(transposed=False)))
+def test_workspaces_are_bounded_by_the_call(cfg):
+    """No algorithm's workspace exceeds the call's own input, output and weight sizes
+    (times the thread count, for per-thread planes) plus the GEMM column cap."""
+    x, w, b = cfg.arrays()
+    plan = _plan(cfg, x, w, b)
+    arrays = x.size + math.prod(cfg.output_shape) + w.size
+    cap = _layout.GEMM_MAX_COLUMN_BYTES // 8
+    for direction in (_layout.TRANSPOSE if cfg.transposed else _layout.CONVOLVE,
+                      _layout.WEIGHT_GRADIENT):
+        for algorithm in _layout.ALGORITHMS.values():
+            if _layout.unsupported(plan, direction, algorithm) is not None:
+                continue
+            ws = _layout.build_layout(plan, direction, algorithm).workspace
+            assert ws.scratch <= math.prod(plan.geometry.large)
+            assert ws.phased <= arrays
+            assert ws.packed + ws.product <= arrays
+            assert ws.columns <= cap
+
+
+def _peak_bytes(function):
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        result = function()
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return result, peak, elapsed
+
+
+def test_huge_crop_needs_no_huge_scratch():
+    """A 74 KB output from a stride-100, padding-440 call: the scratch is the output's
+    size, not the 7.7 GB uncropped plane."""
+    x, w = np.ones((1, 1, 10, 10, 10)), np.ones((1, 1, 1, 1, 1))
+    out, peak, elapsed = _peak_bytes(
+        lambda: stc.conv_transpose(x, w, stride=100, padding=440, backend="direct"))
+    assert out.shape == (1, 1, 21, 21, 21)
+    assert elapsed < 1.0 and peak < 100 * 2**20, (elapsed, peak)
+    want = conv_transpose_reference(x, w, None, 100, 440)[0, 0]
+    np.testing.assert_array_equal(out[0, 0], want)
+
+
+def test_huge_padding_convolution_needs_no_huge_workspace():
+    x, w = np.arange(4.0).reshape(1, 1, 1, 4), np.ones((1, 1, 1, 1))
+    for algorithm in ("direct", "gemm"):
+        plan = make_plan(False, None, x.shape, x.dtype, w.shape, w.dtype, None, None,
+                         (1, 10**8), (0, 10**8), 0, 1, 1, None)
+        out, peak, elapsed = _peak_bytes(lambda: _compiled.Executor(plan, algorithm)(x, w, None))
+        assert out.shape == (1, 1, 1, 3)
+        assert elapsed < 1.0 and peak < 100 * 2**20, (algorithm, elapsed, peak)
+        np.testing.assert_array_equal(out, [[[[0.0, 0.0, 0.0]]]])
+
+
+@pytest.mark.parametrize("backend", ["direct", "sparse"])
+def test_positions_beyond_int64_products_do_not_overflow(backend):
+    """stride and dilation 2**62: tap 1 of element 1 sits at 2**63 - pad, past int64,
+    yet the output has one element, x[0]*w[1] + x[1]*w[0]."""
+    x = np.array([[[2.0, 3.0]]])
+    w = np.array([[[5.0, 7.0]]])
+    kw = dict(stride=2**62, padding=2**62, dilation=2**62)
+    got = stc.conv_transpose(x, w, backend=backend, **kw)
+    np.testing.assert_array_equal(got, [[[2.0 * 7.0 + 3.0 * 5.0]]])
+    back = stc.conv(got, w, backend=backend, **kw)
+    np.testing.assert_array_equal(back, [[[got[0, 0, 0] * 7.0, got[0, 0, 0] * 5.0]]])
+    # a two-element output whose inputs all fall in the padding: bias only
+    got = stc.conv_transpose(x, w[..., :1], np.array([1.5]), stride=2**62, padding=2**61,
+                             output_padding=1, backend=backend)
+    np.testing.assert_array_equal(got, [[[1.5, 1.5]]])
