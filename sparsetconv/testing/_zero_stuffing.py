@@ -138,7 +138,7 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
                for k, d, (b, e), op in zip(kernel, dilation, pairs, output_padding)]
     padded = pad_or_crop(stuffed, amounts)
     # 3. the kernel of the equivalent convolution: per group, channels swapped, flipped
-    c_in, c_out = w.shape[0] // groups, w.shape[1]
+    c_in = w.shape[0] // groups
     swapped = np.concatenate([np.swapaxes(w[g * c_in:(g + 1) * c_in], 0, 1)
                               for g in range(groups)], axis=0)
     flipped = swapped[(slice(None), slice(None)) + (slice(None, None, -1),) * rank]

@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "sparsetconv.testing.strategies needs hypothesis: pip install hypothesis "
         "(the checks of sparsetconv.testing do not)") from exc
 
-from ._cases import MEMORY_ORDERS, PADDING_KINDS, SYMMETRIC_PADDING_KINDS, Case, draw_case
+from ._cases import MEMORY_ORDERS, PADDING_KINDS, SYMMETRIC_PADDING_KINDS, draw_case
 
 __all__ = ["cases", "arrays", "conv_transpose_args", "conv_args", "PADDING_KINDS",
            "SYMMETRIC_PADDING_KINDS", "MEMORY_ORDERS"]
