@@ -572,3 +572,50 @@ def test_case_arrays_match_what_the_checks_give():
                                             given_arrays["bias"])):
         np.testing.assert_array_equal(mine, theirs)
     assert dataclasses.replace(case, in_size=(0, 2)).valid() is False
+
+
+# ---------------------------------------------------------------------------
+# The docs page's examples run (JAX's where JAX is installed, PyTorch's where PyTorch is)
+
+def _python_blocks(path):
+    lines = open(path, encoding="utf-8").read().splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        if lines[i].strip() == ".. code-block:: python":
+            i += 1
+            body = []
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith("    ")):
+                body.append(lines[i][4:])
+                i += 1
+            blocks.append("\n".join(body).strip("\n"))
+        else:
+            i += 1
+    return blocks
+
+
+def test_docs_examples_run():
+    import importlib.util
+
+    blocks = _python_blocks(os.path.join(ROOT, "docs", "testing.rst"))
+    assert len(blocks) >= 8
+    namespace = {}
+    ran = 0
+    for block in blocks:
+        if ("import jax" in block or "without_transpose_kernel" in block) \
+                and importlib.util.find_spec("jax") is None:
+            continue
+        if "import torch" in block and importlib.util.find_spec("torch") is None:
+            continue
+        if "check_conv_transpose(unflipped" in block or \
+                "check_conv_transpose(without_transpose_kernel" in block:
+            # The page shows these failing; the message must be the one printed there.
+            with pytest.raises(CheckFailure) as info:
+                exec(block, namespace)
+            assert str(info.value).splitlines()[0] == "wrong values: output differs from " \
+                                                      "the float64 reference at 2 of 2 elements"
+            assert info.value.case.kernel == (2,)
+            ran += 1
+            continue
+        exec(block, namespace)
+        ran += 1
+    assert ran >= 8

@@ -431,6 +431,12 @@ def report(op, case, outcome, convention, settings, *, original, origin, steps):
                       f"expected {d['expected']!r}, got {d['got']!r} "
                       f"(|difference| {abs(d['got'] - d['expected']):.3g} > tolerance "
                       f"{d['tolerance']:.3g})"]
+        want = expected[outcome.what][0]
+        if want.size <= 24:
+            show = lambda a: np.array2string(np.asarray(a, dtype=np.float64).ravel(),  # noqa: E731
+                                             precision=4, separator=", ")
+            lines += [f"  expected (flattened): {show(want)}",
+                      f"  got      (flattened): {show(d['got_array'])}"]
         if not op.backward:
             lines.append(f"Terms of output[{_index_text(index)}] (x = input, w = weight, "
                          f"indices in your layouts):")
