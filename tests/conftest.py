@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 import sparsetconv as stc
 import sparsetconv._plan
+from sparsetconv.testing.strategies import PADDING_KINDS, cases
+from sparsetconv.testing.strategies import SYMMETRIC_PADDING_KINDS  # noqa: F401 (for the tests)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,8 +147,8 @@ def output_spatial(in_size, kernel, stride, pairs, dilation, output_padding=0, *
 # ---------------------------------------------------------------------------
 # Random configurations
 
-PADDING_KINDS = ("int", "ints", "pairs", "same", "valid")
-SYMMETRIC_PADDING_KINDS = ("int", "ints")
+# PADDING_KINDS = ("int", "ints", "pairs", "same", "valid") and
+# SYMMETRIC_PADDING_KINDS = ("int", "ints") come from sparsetconv.testing.strategies.
 
 
 @dataclass(frozen=True)
@@ -219,112 +221,41 @@ class ConvConfig:
                               self.dilation, self.groups)
 
 
-def _compact(draw, values):
-    """An int where all axes agree (sometimes), else a tuple."""
-    values = tuple(values)
-    if len(set(values)) == 1 and draw(st.booleans()):
-        return values[0]
-    return values
-
-
-def draw_padding(draw, kind, rank, transposed, capacity, need, limit=3, spread=2):
-    """Draw a padding of ``kind`` that keeps the output non-empty.
-
-    ``capacity[a]``: the most total crop a transposed convolution allows on axis a;
-    ``need[a]``: the least total padding a convolution needs.  ``limit`` caps each
-    amount drawn, ``spread`` how far above the minimum a convolution's padding goes.
-    """
-    if kind in ("same", "valid"):
-        return kind
-    if kind == "int":
-        if transposed:
-            p = draw(st.integers(0, min(limit, min(c // 2 for c in capacity))))
-        else:
-            low = max(_ceil_div(n, 2) for n in need)
-            p = draw(st.integers(low, low + spread))
-        return p if draw(st.booleans()) else (p,) * rank
-    if kind == "ints":
-        if transposed:
-            return tuple(draw(st.integers(0, min(limit, c // 2))) for c in capacity)
-        return tuple(draw(st.integers(_ceil_div(n, 2), _ceil_div(n, 2) + spread))
-                     for n in need)
-    pairs = []  # "pairs"
-    for a in range(rank):
-        if transposed:
-            begin = draw(st.integers(0, min(limit, capacity[a])))
-            end = draw(st.integers(0, min(limit, capacity[a] - begin)))
-        else:
-            begin = draw(st.integers(0, limit))
-            low = max(0, need[a] - begin)
-            end = draw(st.integers(low, low + 2))
-        pairs.append((begin, end))
-    return tuple(pairs)
+def config_from_case(case):
+    """A :class:`ConvConfig` for a ``sparsetconv.testing`` case, with the padding pairs
+    and the output size worked out here from SPEC sections 1 and 2 (not by the library)."""
+    pairs = explicit_padding(case.padding, case.in_size, case.kernel, case.stride,
+                             case.dilation, transposed=case.transposed)
+    out_size = output_spatial(case.in_size, case.kernel, case.stride, pairs, case.dilation,
+                              case.output_padding, transposed=case.transposed)
+    assume(all(o >= 1 for o in out_size))
+    return ConvConfig(
+        transposed=case.transposed, rank=case.rank, batch=case.batch, groups=case.groups,
+        in_per_group=case.in_per_group, out_per_group=case.out_per_group,
+        in_size=case.in_size, kernel=case.kernel, stride=case.stride,
+        dilation=case.dilation, padding=case.padding,
+        output_padding=case.output_padding if case.transposed else 0, pairs=pairs,
+        out_size=out_size, bias=case.bias, seed=case.seed,
+    )
 
 
 @st.composite
 def conv_configs(draw, rank=None, *, transposed=True, padding_kinds=PADDING_KINDS,
-                 same_needs_stride_one=False, max_batch=2):
+                 same_needs_stride_one=False, max_batch=2, **bounds):
     """A random valid configuration of a convolution (``transposed=False``) or a
-    transposed convolution: rank 1-3, batch 1-``max_batch``, groups 1-3, 1-3 channels
-    per group, kernel 1-3, stride 1-3, dilation 1-3, padding of one of
+    transposed convolution, drawn by ``sparsetconv.testing.strategies.cases`` (the
+    generator the verification kit uses): rank 1-3, batch 1-``max_batch``, groups 1-3,
+    1-3 channels per group, kernel 1-3, stride 1-3, dilation 1-3, padding of one of
     ``padding_kinds``, valid output_padding, spatial sizes 1-5 (1-4 in 3-D), and a
     non-empty output.  ``same_needs_stride_one``: ``"same"`` only with stride 1
-    (PyTorch's restriction).
+    (PyTorch's restriction).  ``bounds``: the other keywords of ``cases`` (``max_size``,
+    ``max_kernel``, ``max_groups``, ``max_channels``, ``max_padding``, ``bias``, ...).
+    The library's own output-size formula is not used to filter the draws.
     """
-    if rank is None:
-        rank = draw(st.integers(1, 3))
-    max_size = 4 if rank == 3 else 5
-    batch = draw(st.integers(1, max_batch))
-    groups = draw(st.integers(1, 3))
-    in_per_group = draw(st.integers(1, 3))
-    out_per_group = draw(st.integers(1, 3))
-    kind = draw(st.sampled_from(padding_kinds))
-    kernel = tuple(draw(st.integers(1, 3)) for _ in range(rank))
-    if kind == "same" and same_needs_stride_one:
-        stride = (1,) * rank
-    else:
-        stride = tuple(draw(st.integers(1, 3)) for _ in range(rank))
-    dilation = tuple(draw(st.integers(1, 3)) for _ in range(rank))
-    if kind == "valid" and not transposed:
-        # Keep the dilated kernel within the largest input so "valid" is possible.
-        dilation = tuple(d if k == 1 else min(d, (max_size - 1) // (k - 1))
-                         for k, d in zip(kernel, dilation))
-    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-
-    if transposed:
-        output_padding = tuple(draw(st.integers(0, max(s, d) - 1))
-                               for s, d in zip(stride, dilation))
-    else:
-        output_padding = (0,) * rank
-
-    if kind == "valid" and not transposed:
-        # A "valid" convolution needs input >= dilated kernel.
-        in_size = tuple(draw(st.integers(min(sp, max_size), max_size)) for sp in span)
-        assume(all(n >= sp for n, sp in zip(in_size, span)))
-    else:
-        in_size = tuple(draw(st.integers(1, max_size)) for _ in range(rank))
-
-    # Per axis: the least total padding a convolution needs, the most total crop a
-    # transposed convolution allows, both for a non-empty output.
-    need = [max(0, sp - n) for sp, n in zip(span, in_size)]
-    capacity = [(n - 1) * s + sp + op - 1
-                for n, s, sp, op in zip(in_size, stride, span, output_padding)]
-
-    padding = draw_padding(draw, kind, rank, transposed, capacity, need)
-    pairs = explicit_padding(padding, in_size, kernel, stride, dilation,
-                             transposed=transposed)
-    out_size = output_spatial(in_size, kernel, stride, pairs, dilation, output_padding,
-                              transposed=transposed)
-    assume(all(o >= 1 for o in out_size))
-    return ConvConfig(
-        transposed=transposed, rank=rank, batch=batch, groups=groups,
-        in_per_group=in_per_group, out_per_group=out_per_group, in_size=in_size,
-        kernel=kernel, stride=_compact(draw, stride), dilation=_compact(draw, dilation),
-        padding=padding,
-        output_padding=_compact(draw, output_padding) if transposed else 0,
-        pairs=pairs, out_size=out_size, bias=draw(st.booleans()),
-        seed=draw(st.integers(0, 2**32 - 1)),
-    )
+    case = draw(cases(transposed=transposed, ranks=(1, 2, 3) if rank is None else (rank,),
+                      padding_kinds=padding_kinds, same_needs_stride_one=same_needs_stride_one,
+                      max_batch=max_batch, filter_invalid=False, **bounds))
+    return config_from_case(case)
 
 
 def tolerance(dtype, reference):

@@ -9,12 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
-from conftest import (SEED_003_OUT, assert_matches, conv_configs, explicit_padding,
-                      output_spatial)
+from conftest import SEED_003_OUT, assert_matches, conv_configs
 from reference import conv_transpose_reference
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -242,37 +241,23 @@ def test_explain_wrong_types_fail_like_the_shape_functions(bad):
 
 @st.composite
 def explain_configs(draw):
-    rank = draw(st.integers(1, 3))
-    per_axis = lambda lo, hi: tuple(draw(st.integers(lo, hi)) for _ in range(rank))  # noqa: E731
-    in_size = per_axis(1, 12)
-    kernel = per_axis(1, 4)
-    stride = per_axis(1, 4)
-    dilation = per_axis(1, 3)
-    output_padding = tuple(draw(st.integers(0, max(s, d) - 1))
-                           for s, d in zip(stride, dilation))
-    kind = draw(st.sampled_from(["int", "ints", "pairs", "same", "valid"]))
-    if kind == "int":
-        padding = draw(st.integers(0, 4))
-    elif kind == "ints":
-        padding = per_axis(0, 4)
-    elif kind == "pairs":
-        padding = tuple((draw(st.integers(0, 4)), draw(st.integers(0, 4)))
-                        for _ in range(rank))
-    else:
-        padding = kind
-    pairs = explicit_padding(padding, in_size, kernel, stride, dilation, transposed=True)
-    out = output_spatial(in_size, kernel, stride, pairs, dilation, output_padding,
-                         transposed=True)
-    assume(all(o >= 1 for o in out))
+    """``(kwargs of explain, facts)``, from conftest's ``conv_configs`` (the kit's
+    generator) with one channel, sizes up to 12, kernel and stride up to 4."""
+    cfg = draw(conv_configs(max_size=12, max_kernel=4, max_stride=4, max_padding=4,
+                            max_groups=1, max_channels=1, max_batch=1))
+    rank = cfg.rank
+    per_axis = lambda v: (v,) * rank if isinstance(v, int) else tuple(v)  # noqa: E731
 
     def compact(values):
         return values[0] if len(set(values)) == 1 and draw(st.booleans()) else values
 
-    kwargs = dict(input_size=in_size if rank > 1 or draw(st.booleans()) else in_size[0],
-                  kernel_size=compact(kernel), stride=compact(stride), padding=padding,
-                  output_padding=compact(output_padding), dilation=compact(dilation))
-    facts = dict(rank=rank, in_size=in_size, kernel=kernel, stride=stride,
-                 dilation=dilation, output_padding=output_padding, pairs=pairs, out=out)
+    kwargs = dict(input_size=cfg.in_size if rank > 1 or draw(st.booleans()) else cfg.in_size[0],
+                  kernel_size=compact(cfg.kernel), stride=cfg.stride, padding=cfg.padding,
+                  output_padding=cfg.output_padding, dilation=cfg.dilation)
+    facts = dict(rank=rank, in_size=cfg.in_size, kernel=cfg.kernel,
+                 stride=per_axis(cfg.stride), dilation=per_axis(cfg.dilation),
+                 output_padding=per_axis(cfg.output_padding), pairs=cfg.pairs,
+                 out=cfg.out_size)
     return kwargs, facts
 
 

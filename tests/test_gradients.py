@@ -9,14 +9,13 @@ is ``<grad_output, M(e_k) @ x>`` with ``M(e_k)`` the matrix built from a unit we
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
 from conftest import (
     SYMMETRIC_PADDING_KINDS,
     ConvConfig,
-    draw_padding,
     assert_matches,
     available_backends,
     conv_configs,
@@ -170,43 +169,14 @@ def test_unbatched_matches_torch_and_keeps_dtype(transposed, dtype):
 # ---------------------------------------------------------------------------
 # Against finite differences (asymmetric padding and "same", which PyTorch lacks)
 
-@st.composite
-def small_configs(draw, rank, transposed):
+def small_configs(rank, transposed):
     """A random valid configuration small enough for gradcheck (input + weight + bias
     elements stay under ~150): every padding kind, output_padding up to its limit."""
-    max_size = {1: 5, 2: 3, 3: 2}[rank]
-    max_kernel = 3 if rank < 3 else 2
-    groups = draw(st.integers(1, 2))
-    in_per_group = draw(st.integers(1, 2))
-    out_per_group = draw(st.integers(1, 2))
-    in_size = tuple(draw(st.integers(1, max_size)) for _ in range(rank))
-    kernel = tuple(draw(st.integers(1, max_kernel)) for _ in range(rank))
-    stride = tuple(draw(st.integers(1, 3)) for _ in range(rank))
-    dilation = tuple(draw(st.integers(1, 3)) for _ in range(rank))
-    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-    if transposed:
-        output_padding = tuple(draw(st.integers(0, max(s, d) - 1))
-                               for s, d in zip(stride, dilation))
-    else:
-        output_padding = (0,) * rank
-    kind = draw(st.sampled_from(("pairs", "pairs", "same", "int", "valid")))
-    capacity = [(n - 1) * s + sp + op - 1
-                for n, s, sp, op in zip(in_size, stride, span, output_padding)]
-    need = [max(0, sp - n) for sp, n in zip(span, in_size)]
-    padding = draw_padding(draw, kind, rank, transposed, capacity, need, limit=2, spread=1)
-    pairs = explicit_padding(padding, in_size, kernel, stride, dilation,
-                             transposed=transposed)
-    out_size = output_spatial(in_size, kernel, stride, pairs, dilation, output_padding,
-                              transposed=transposed)
-    assume(all(o >= 1 for o in out_size))
-    batch = draw(st.integers(1, 2)) if rank == 1 else 1
-    return ConvConfig(
-        transposed=transposed, rank=rank, batch=batch, groups=groups,
-        in_per_group=in_per_group, out_per_group=out_per_group, in_size=in_size,
-        kernel=kernel, stride=stride, dilation=dilation, padding=padding,
-        output_padding=output_padding if transposed else 0, pairs=pairs,
-        out_size=out_size, bias=True, seed=draw(st.integers(0, 2**32 - 1)),
-    )
+    return conv_configs(rank, transposed=transposed,
+                        padding_kinds=("pairs", "pairs", "same", "int", "valid"),
+                        max_batch=2 if rank == 1 else 1, max_size={1: 5, 2: 3, 3: 2}[rank],
+                        max_kernel=3 if rank < 3 else 2, max_groups=2, max_channels=2,
+                        max_padding=2, padding_spread=1, bias=True)
 
 
 @pytest.mark.parametrize("transposed", [True, False], ids=["conv_transpose", "conv"])

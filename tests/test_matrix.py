@@ -17,6 +17,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
+from conftest import conv_configs
 from reference import conv_reference, conv_transpose_reference
 
 
@@ -84,43 +85,32 @@ def assert_close(got, ref, dtype):
 
 @st.composite
 def geometries(draw, transposed, max_dilation=3):
-    """One random (transposed) convolution: sizes, channels, hyper-parameters.
+    """One random (transposed) convolution: sizes, channels, hyper-parameters, drawn by
+    conftest's ``conv_configs`` (the kit's generator), sizes re-derived here.
 
     ``small`` is the convolution's output / transposed convolution's input, ``large``
     the other side.  ``padding`` is the argument in user form (int, ints, pairs).
     """
-    rank = draw(st.integers(1, 3))
-    max_size = 4 if rank == 3 else 6
-    per_axis = lambda lo, hi: st.lists(st.integers(lo, hi), min_size=rank, max_size=rank)  # noqa: E731
-    kernel = tuple(draw(per_axis(1, 3)))
-    stride = tuple(draw(per_axis(1, 3)))
-    dilation = tuple(draw(per_axis(1, max_dilation)))
-    pairs = [tuple(draw(st.lists(st.integers(0, 2), min_size=2, max_size=2)))
-             if draw(st.booleans()) else (p := draw(st.integers(0, 2)), p)
-             for _ in range(rank)]
-    if all(b == e for b, e in pairs) and len({b for b, _ in pairs}) == 1 \
-            and draw(st.booleans()):
-        padding = pairs[0][0]
-    else:
-        padding = tuple(b if b == e else (b, e) for b, e in pairs)
-    groups = draw(st.integers(1, 2))
-    c_small = groups * draw(st.integers(1, 2))
-    c_large = groups * draw(st.integers(1, 2))
+    cfg = draw(conv_configs(transposed=transposed, padding_kinds=("int", "ints", "pairs"),
+                            max_batch=1, max_groups=2, max_channels=2, max_padding=2,
+                            max_size={1: 6, 2: 6, 3: 4}, max_dilation=max_dilation))
+    rank = cfg.rank
+    per_axis = lambda v: (v,) * rank if isinstance(v, int) else tuple(v)  # noqa: E731
+    kernel, stride, dilation = cfg.kernel, per_axis(cfg.stride), per_axis(cfg.dilation)
+    pairs = [tuple(p) for p in cfg.pairs]
     if transposed:
-        small = tuple(draw(per_axis(1, max_size)))
-        op = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+        small, c_small, c_large = cfg.in_size, cfg.in_channels, cfg.out_channels
+        op = per_axis(cfg.output_padding)
         large = tuple(transposed_size(n, k, s, pb, pe, o, d) for n, k, s, (pb, pe), o, d
                       in zip(small, kernel, stride, pairs, op, dilation))
-        assume(min(large) >= 1)
     else:
-        large = tuple(draw(per_axis(1, max_size)))
-        assume(all(n + pb + pe >= d * (k - 1) + 1
-                   for n, k, (pb, pe), d in zip(large, kernel, pairs, dilation)))
+        large, c_small, c_large = cfg.in_size, cfg.out_channels, cfg.in_channels
+        op = (0,) * rank
         small = tuple(conv_size(n, k, s, pb, pe, d)
                       for n, k, s, (pb, pe), d in zip(large, kernel, stride, pairs, dilation))
-        op = (0,) * rank
+    assume(min(small + large) >= 1)
     return dict(rank=rank, kernel=kernel, stride=stride, dilation=dilation, pairs=pairs,
-                padding=padding, groups=groups, c_small=c_small, c_large=c_large,
+                padding=cfg.padding, groups=cfg.groups, c_small=c_small, c_large=c_large,
                 small=small, large=large, op=op)
 
 
