@@ -282,11 +282,11 @@ def output_terms(input, weight, index, stride=1, padding=0, output_padding=0, di
         if not 0 <= value < g.large[axis]:
             raise ValueError(f"index[{axis}]={value} is outside the output, whose size on "
                              f"that axis is {g.large[axis]}")
-        taps = np.arange(g.kernel[axis])
-        # i*stride = value + pad_begin - k*dilation must be a multiple of stride, in range
-        reach = value + g.pad_begin[axis] - taps * g.dilation[axis]
-        hit = (reach % g.stride[axis] == 0) & (reach >= 0) & (reach < g.small[axis] * g.stride[axis])
-        per_axis.append(sorted(zip((reach[hit] // g.stride[axis]).tolist(), taps[hit].tolist())))
+        n, s, d, pb = g.small[axis], g.stride[axis], g.dilation[axis], g.pad_begin[axis]
+        # Input i and tap k meet at value when i*stride = value + pad_begin - k*dilation
+        # (plain Python ints: any geometry the shape arithmetic accepts).
+        reach = [(value + pb - k * d, k) for k in range(g.kernel[axis])]
+        per_axis.append(sorted((r // s, k) for r, k in reach if r % s == 0 and 0 <= r < n * s))
     terms = []
     for pairs in itertools.product(*per_axis):
         i = tuple(p[0] for p in pairs)

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .shapes import resolve_conv_transpose
+from .shapes import resolve_conv, resolve_conv_transpose
 
 __all__ = ["plot_zero_stuffed", "animate_zero_stuffed", "plot_contributions", "plot_matrix"]
 
@@ -25,6 +25,7 @@ __all__ = ["plot_zero_stuffed", "animate_zero_stuffed", "plot_contributions", "p
 _MAX_CELLS = 2500
 _MAX_FRAMES = 400
 _MAX_PANELS = 64
+_MAX_MATRIX = 2000
 
 _COLOURS = {
     "input": "#9ecae1", "zero": "#ffffff", "padding": "#eeeeee", "cropped": "#fcbba1",
@@ -32,18 +33,32 @@ _COLOURS = {
 }
 
 
+_MISSING = ("the pictures need matplotlib: pip install 'sparsetconv[plot]' "
+            "(or pip install matplotlib)")
+
+
 def _pyplot():
     try:
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError(
-            "the pictures need matplotlib: pip install 'sparsetconv[plot]' "
-            "(or pip install matplotlib)") from None
+        raise ImportError(_MISSING) from None
     return plt
 
 
 def _new_figure(figsize):
     return _pyplot().figure(figsize=figsize, layout="constrained")
+
+
+def _colour_scale(*arrays):
+    """One colour scale for every panel: sequential from 0 when nothing is negative,
+    else diverging and symmetric about 0 (so 0 looks the same everywhere)."""
+    values = np.concatenate([np.ravel(a) for a in arrays])
+    values = values[np.isfinite(values)]
+    top = float(np.abs(values).max()) if values.size else 0.0
+    top = top or 1.0
+    if values.size == 0 or values.min() >= 0:
+        return dict(cmap="Reds", vmin=0.0, vmax=top)
+    return dict(cmap="coolwarm", vmin=-top, vmax=top)
 
 
 def _save(fig, path):
@@ -192,12 +207,13 @@ class _ZeroStuffed:
                     Patch(facecolor=_COLOURS["output-current"], edgecolor="0.3",
                           label="the output it makes")]
         if own_figure:  # room for it is kept by the figure's constrained layout
-            ax.figure.legend(handles=handles, loc="outside right upper", fontsize=7,
+            ax.figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=7,
                              frameon=False)
         else:
             ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                       fontsize=7, frameon=False)
         self.title = title
+        self.own_figure = own_figure
 
     def show_output(self, index):
         """Move the flipped kernel over the cells that output ``index`` reads."""
@@ -239,7 +255,10 @@ class _ZeroStuffed:
                     f"= stride-1 convolution of the flipped kernel over the zero-stuffed, "
                     f"padded input\noutput[{_index_text(index)}] = "
                     f"{shown if terms else '0 (the kernel covers only zeros)'}")
-            ax.set_title(text, fontsize=8, loc="left")
+            if self.own_figure:   # the whole width: the equal-aspect axes may be narrow
+                ax.figure.suptitle(text, x=0.02, ha="left", fontsize=8)
+            else:
+                ax.set_title(text, fontsize=8, loc="left")
         return terms
 
     def indices(self):
@@ -249,7 +268,8 @@ class _ZeroStuffed:
         (r0, c0), (r1, c1) = self.rows_cols["lo"], self.rows_cols["hi"]
         rows = (r1 - r0) + 1 + self.rows_cols["out"][0]
         cell = 0.42 if c1 - c0 <= 16 else 0.3
-        return (min(3.2 + cell * (c1 - c0), 18.0), min(1.3 + cell * rows, 18.0))
+        # room for the three title lines above and the legend below
+        return (min(max(5.6, 0.4 + cell * (c1 - c0)), 18.0), min(1.9 + cell * rows, 18.0))
 
 
 def _zero_stuffed(input_size, kernel_size, stride, padding, output_padding, dilation):
@@ -300,11 +320,13 @@ def plot_zero_stuffed(input_size, kernel_size, stride=1, padding=0, output_paddi
     Returns
     -------
     matplotlib.figure.Figure
+        The title (the figure's suptitle, or the axes' title when ``ax`` is given) names
+        the terms of that output: ``output[1] = x0*w2 + x1*w0``.
 
     Examples
     --------
     >>> fig = plot_zero_stuffed(3, 3, stride=2, padding=1, index=1)
-    >>> fig.axes[0].get_title(loc="left").splitlines()[-1]
+    >>> fig.get_suptitle().splitlines()[-1]
     'output[1] = x0*w2 + x1*w0'
     >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
@@ -418,6 +440,12 @@ def plot_contributions(input, weight, stride=1, padding=0, output_padding=0, dil
                          f"input.shape={x.shape} has {x.size}, more than {_MAX_PANELS}")
     geometry = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding,
                                       dilation)
+    panel = math.prod(max((n - 1) * s_ + d * (k - 1) + 1, pb + o) for n, s_, d, k, pb, o in zip(
+        geometry.small, geometry.stride, geometry.dilation, geometry.kernel,
+        geometry.pad_begin, geometry.large))
+    if panel > _MAX_CELLS:
+        raise ValueError(f"each panel would have {panel} cells (more than {_MAX_CELLS}): "
+                         f"use a smaller stride, dilation or kernel")
     title = (f"transposed convolution: {_describe(geometry)}; each panel is one input "
              f"element's buffer, the outlined part is kept")
     one_d = x.ndim == 1
@@ -444,13 +472,13 @@ def plot_contributions(input, weight, stride=1, padding=0, output_padding=0, dil
     if fig is None:
         fig = _new_figure((2.3 * (cols + 1) + 0.8, (1.4 if one_d else 2.3 * rows) + 0.5))
     axes = fig.subplots(rows, cols + 1, squeeze=False)
-    vmax = max(float(np.abs(full).max()), float(np.abs(total).max()), 1e-12)
+    scale = _colour_scale(full, total)
     for r in range(rows):
         for c in range(cols):
             label = f"input[{c}] = {x[r, c]:g}" if one_d else f"input[{r}, {c}] = {x[r, c]:g}"
-            image = _draw_grid(axes[r][c], full[r, c], vmax, kept, label)
+            image = _draw_grid(axes[r][c], full[r, c], scale, kept, label)
         axes[r][cols].axis("off")
-    _draw_grid(axes[0][cols], total, vmax, None, "sum = output")
+    _draw_grid(axes[0][cols], total, scale, None, "sum = output")
     axes[0][cols].axis("on")
     colorbar = fig.colorbar(image, ax=[a for row in axes for a in row], shrink=0.8)
     colorbar.set_label("value")
@@ -459,8 +487,8 @@ def plot_contributions(input, weight, stride=1, padding=0, output_padding=0, dil
     return fig
 
 
-def _draw_grid(ax, values, vmax, kept, title):
-    image = ax.imshow(values, cmap="coolwarm", vmin=-vmax, vmax=vmax)
+def _draw_grid(ax, values, scale, kept, title):
+    image = ax.imshow(values, **scale)
     for (r, c), v in np.ndenumerate(values):
         if v:
             ax.text(c, r, f"{v:g}", ha="center", va="center", fontsize=7)
@@ -509,10 +537,15 @@ def plot_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1, 
 
     from .matrix import conv_matrix
 
+    weight = np.asarray(weight)
+    spatial = tuple(input_shape)[1:] if isinstance(input_shape, (tuple, list)) else None
+    if spatial and weight.ndim == len(spatial) + 2:   # else conv_matrix names the problem
+        rows = weight.shape[0] * math.prod(
+            resolve_conv(spatial, weight.shape[2:], stride, padding, dilation).small)
+        if max(rows, math.prod(input_shape)) > _MAX_MATRIX:
+            raise ValueError(f"the matrix would be {rows} x {math.prod(input_shape)}: too big "
+                             f"to draw (at most {_MAX_MATRIX}); use a smaller input_shape")
     matrix = conv_matrix(input_shape, weight, stride, padding, dilation, groups)
-    if max(matrix.shape) > 2000:
-        raise ValueError(f"the matrix is {matrix.shape[0]} x {matrix.shape[1]}: too big to "
-                         f"draw; use a smaller input_shape")
     dense = np.full(matrix.shape, np.nan)
     coo = matrix.tocoo()
     dense[coo.row, coo.col] = coo.data
@@ -521,15 +554,14 @@ def plot_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1, 
         fig = _new_figure((min(3.0 + 0.32 * (cols + rows), 16.0),
                            min(1.8 + 0.32 * max(rows, cols), 12.0)))
     axes = fig.subplots(1, 2, width_ratios=[matrix.shape[1], matrix.shape[0]])
-    vmax = float(np.nanmax(np.abs(dense))) if coo.nnz else 1.0
+    scale = _colour_scale(coo.data)
     panels = ((axes[0], dense, f"conv_matrix\n{matrix.shape}", "convolution input",
                "convolution output"),
               (axes[1], dense.T, f"conv_transpose_matrix = its transpose\n"
                                  f"{matrix.shape[::-1]}",
                "transposed input (= conv output)", "transposed output (= conv input)"))
     for ax, values, title, xlabel, ylabel in panels:
-        image = ax.imshow(values, cmap="coolwarm", vmin=-vmax, vmax=vmax,
-                          interpolation="nearest")
+        image = ax.imshow(values, interpolation="nearest", **scale)
         if values.size <= 400:
             for (r, c), v in np.ndenumerate(values):
                 if not np.isnan(v):

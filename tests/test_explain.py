@@ -470,9 +470,13 @@ def texts(fig):
 TERM = re.compile(r"x([\d,]+)\*w([\d,]+)")
 
 
+def stuffed_title(fig):
+    return fig.get_suptitle() or fig.axes[0].get_title(loc="left")
+
+
 def title_terms(fig):
     """``[(input_index, kernel_index)]`` named on the title's ``output[...] =`` line."""
-    line = fig.axes[0].get_title(loc="left").splitlines()[-1]
+    line = stuffed_title(fig).splitlines()[-1]
     assert line.startswith("output["), line
     return [(tuple(map(int, i.split(","))), tuple(map(int, k.split(","))))
             for i, k in TERM.findall(line)]
@@ -522,7 +526,7 @@ def test_plot_zero_stuffed_cells_and_kernel(plt, rank, data):
     if len(expected) <= 4:
         assert sorted(got) == sorted(expected)
     else:
-        assert set(got) <= set(expected) and f"({len(expected)} terms)" in fig.axes[0].get_title(loc="left")
+        assert set(got) <= set(expected) and f"({len(expected)} terms)" in stuffed_title(fig)
 
 
 def test_plot_zero_stuffed_seed_003(plt, tmp_path):
@@ -533,7 +537,7 @@ def test_plot_zero_stuffed_seed_003(plt, tmp_path):
     assert title_terms(fig) == [((0, 0), (1, 2)), ((0, 1), (1, 0))]
     w = np.arange(1, 17).reshape(4, 4)
     assert sum(w[k] for _, k in title_terms(fig)) == SEED_003_OUT[0, 1] == 12
-    title = fig.axes[0].get_title(loc="left")
+    title = stuffed_title(fig)
     assert "4x4 input: kernel 4, stride 2, padding 1" in title
     assert len(patches(fig, "input")) == 16 and not patches(fig, "cropped")
     assert len(patches(fig, "zero")) == 7 * 7 - 16
@@ -554,7 +558,7 @@ def test_plot_zero_stuffed_negative_amount_is_cropped(plt):
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "cropped (negative padding amount)" in legend
     assert "implicit zero padding" not in legend     # none here
-    assert "length-4 input: kernel 3, stride 2, padding 3" in fig.axes[0].get_title(loc="left")
+    assert "length-4 input: kernel 3, stride 2, padding 3" in stuffed_title(fig)
 
 
 def test_plot_zero_stuffed_into_given_axes(plt, tmp_path, monkeypatch):
@@ -564,6 +568,7 @@ def test_plot_zero_stuffed_into_given_axes(plt, tmp_path, monkeypatch):
     returned = stc.plot_zero_stuffed(3, 2, stride=2, ax=right)
     assert returned is fig and plt.get_fignums() == before
     assert right.patches and not left.patches
+    assert right.get_title(loc="left").endswith("output[0] = x0*w0") and not fig.get_suptitle()
     assert list(tmp_path.iterdir()) == []           # no file unless path= asks
 
 
@@ -640,7 +645,10 @@ def test_plot_contributions_panels_one_scale_and_sum(plt, tmp_path, x, w, kw):
     assert len(colour_bars(fig)) >= 1                 # ... shown by a colour bar
     vmin, vmax = limits.pop()
     output = stc.conv_transpose(x[None, None], w[None, None], **kw)[0, 0]
-    assert vmax == -vmin >= np.abs(output).max()
+    # sequential from 0 without negative values, else symmetric about 0
+    negative = (stc.contributions(x, w, **kw) < 0).any()
+    assert (vmin == -vmax) if negative else (vmin == 0)
+    assert vmax >= np.abs(output).max()
     total, = [ax for ax in panels if ax.get_title() == "sum = output"]
     np.testing.assert_array_equal(total.images[0].get_array(), np.atleast_2d(output))
     titles = {ax.get_title() for ax in panels}
