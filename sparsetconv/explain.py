@@ -19,7 +19,7 @@ import numpy as np
 
 from ._validation import as_int, padding_spec
 from .matrix import conv_transpose_matrix
-from .shapes import _sizes, resolve_conv_transpose
+from .shapes import resolve_conv_transpose
 
 __all__ = ["explain", "contributions", "output_terms", "plot_zero_stuffed",
            "animate_zero_stuffed", "plot_contributions", "plot_matrix"]
