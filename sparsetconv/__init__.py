@@ -18,10 +18,11 @@ from .functional import (
     conv_transpose2d,
     conv_transpose3d,
 )
-from .explain import contributions, explain, output_terms, plot_contributions, plot_matrix
+from .explain import contributions, explain, output_terms
+from .plotting import animate_zero_stuffed, plot_contributions, plot_matrix, plot_zero_stuffed
 from .gradients import conv_backward, conv_transpose_backward
 from .layers import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
-from .linalg import as_linear_operator, deconvolve
+from .linalg import ConvergenceWarning, as_linear_operator, deconvolve
 from .matrix import conv_matrix, conv_transpose_matrix
 from .shapes import (
     conv_output_size,
@@ -41,7 +42,8 @@ __all__ = [
     "conv_output_size", "conv_transpose_output_size", "inverse_conv_params",
     "output_padding_for", "openmp_enabled", "get_num_threads", "set_num_threads", "threads",
     "conv_transpose_backward", "conv_backward", "AdjointCheck", "adjoint_check", "gradcheck",
-    "as_linear_operator", "deconvolve",
+    "as_linear_operator", "deconvolve", "ConvergenceWarning",
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-    "explain", "contributions", "output_terms", "plot_contributions", "plot_matrix",
+    "explain", "contributions", "output_terms", "plot_zero_stuffed", "animate_zero_stuffed",
+    "plot_contributions", "plot_matrix",
 ]

@@ -8,7 +8,8 @@
   is the output.
 - :func:`output_terms` lists, for one output element, the (input, kernel) products
   that sum to it.
-- :func:`plot_contributions` and :func:`plot_matrix` draw them (matplotlib, the
+- :func:`plot_zero_stuffed`, :func:`animate_zero_stuffed`, :func:`plot_contributions`
+  and :func:`plot_matrix` draw them (:mod:`sparsetconv.plotting`; matplotlib, the
   optional ``plot`` extra).
 """
 
@@ -17,10 +18,11 @@ import itertools
 import numpy as np
 
 from ._validation import as_int, padding_spec
-from .matrix import conv_matrix, conv_transpose_matrix
-from .shapes import _sizes, resolve_conv_transpose
+from .matrix import conv_transpose_matrix
+from .shapes import resolve_conv_transpose
 
-__all__ = ["explain", "contributions", "output_terms", "plot_contributions", "plot_matrix"]
+__all__ = ["explain", "contributions", "output_terms", "plot_zero_stuffed",
+           "animate_zero_stuffed", "plot_contributions", "plot_matrix"]
 
 
 def explain(input_size, kernel_size, stride=1, padding=0, output_padding=0, dilation=1):
@@ -280,11 +282,11 @@ def output_terms(input, weight, index, stride=1, padding=0, output_padding=0, di
         if not 0 <= value < g.large[axis]:
             raise ValueError(f"index[{axis}]={value} is outside the output, whose size on "
                              f"that axis is {g.large[axis]}")
-        taps = np.arange(g.kernel[axis])
-        # i*stride = value + pad_begin - k*dilation must be a multiple of stride, in range
-        reach = value + g.pad_begin[axis] - taps * g.dilation[axis]
-        hit = (reach % g.stride[axis] == 0) & (reach >= 0) & (reach < g.small[axis] * g.stride[axis])
-        per_axis.append(sorted(zip((reach[hit] // g.stride[axis]).tolist(), taps[hit].tolist())))
+        n, s, d, pb = g.small[axis], g.stride[axis], g.dilation[axis], g.pad_begin[axis]
+        # Input i and tap k meet at value when i*stride = value + pad_begin - k*dilation
+        # (plain Python ints: any geometry the shape arithmetic accepts).
+        reach = [(value + pb - k * d, k) for k in range(g.kernel[axis])]
+        per_axis.append(sorted((r // s, k) for r, k in reach if r % s == 0 and 0 <= r < n * s))
     terms = []
     for pairs in itertools.product(*per_axis):
         i = tuple(p[0] for p in pairs)
@@ -294,130 +296,7 @@ def output_terms(input, weight, index, stride=1, padding=0, output_padding=0, di
 
 
 # ---------------------------------------------------------------------------
-# Pictures (optional dependency)
+# The pictures live in sparsetconv.plotting (matplotlib is imported only when drawing).
 
-def _pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError(
-            "the pictures need matplotlib: pip install 'sparsetconv[plot]' "
-            "(or pip install matplotlib)") from None
-    return plt
-
-
-def plot_contributions(input, weight, stride=1, padding=0, output_padding=0, dilation=1, *,
-                       filename="contributions.png"):
-    """Draw each input element's buffer on the output grid, and their sum; save a PNG.
-
-    One panel per input element shows ``input[i] * weight`` placed on the *uncropped*
-    output grid (stride-spaced), the element that made it, and, outlined, the part
-    that survives the cropping done by ``padding``; the last panel is the sum over the
-    kept part -- the transposed convolution.  1-D and 2-D inputs.
-
-    Returns
-    -------
-    str
-        ``filename``.
-    """
-    plt = _pyplot()
-    x = np.asarray(input, dtype=np.float64)
-    w = np.asarray(weight, dtype=np.float64)
-    if x.ndim not in (1, 2) or w.ndim != x.ndim:
-        raise ValueError(f"plot_contributions draws 1-D and 2-D inputs with a kernel of the "
-                         f"same rank, got input.shape={x.shape}, weight.shape={w.shape}")
-    one_d = x.ndim == 1
-    geometry = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding,
-                                      dilation)
-    if one_d:  # draw a 1-D input as one row of a 2-D picture
-        x, w = x[None, :], w[None, :]
-        lift = lambda values, unit: (unit,) + tuple(values)  # noqa: E731
-        geometry = type(geometry)(
-            small=lift(geometry.small, 1), large=lift(geometry.large, 1),
-            kernel=lift(geometry.kernel, 1), stride=lift(geometry.stride, 1),
-            dilation=lift(geometry.dilation, 1), pad_begin=lift(geometry.pad_begin, 0),
-            pad_end=lift(geometry.pad_end, 0),
-            output_padding=lift(geometry.output_padding, 0))
-    # Uncropped buffers: no padding, and room for whatever output_padding (or a "same"
-    # extension) adds past the full output.
-    extra = tuple(max(0, pb + o - ((i - 1) * s + d * (k - 1) + 1))
-                  for pb, o, i, s, d, k in zip(geometry.pad_begin, geometry.large,
-                                               geometry.small, geometry.stride,
-                                               geometry.dilation, geometry.kernel))
-    full = contributions(x, w, geometry.stride, ((0, extra[0]), (0, extra[1])), 0,
-                         geometry.dilation)
-    kept = [slice(pb, pb + o) for pb, o in zip(geometry.pad_begin, geometry.large)]
-    rows, cols = x.shape
-    fig, axes = plt.subplots(rows, cols + 1, figsize=(2.6 * (cols + 1), 2.6 * rows),
-                             squeeze=False)
-    vmax = max(np.abs(full).max(), 1e-12)
-    for r in range(rows):
-        for c in range(cols):
-            _draw_grid(axes[r][c], full[r, c], vmax, kept,
-                       f"input[{r}, {c}] = {x[r, c]:g}" if not one_d else f"input[{c}] = {x[r, c]:g}")
-        axes[r][cols].axis("off")
-    total = full.sum(axis=(0, 1))[kept[0], kept[1]]
-    _draw_grid(axes[0][cols], total, np.abs(total).max() or 1.0, None, "sum = output")
-    fig.suptitle(f"transposed convolution: stride {geometry.stride}, padding "
-                 f"{tuple(zip(geometry.pad_begin, geometry.pad_end))}, the outlined part is kept",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(filename, dpi=110)
-    plt.close(fig)
-    return filename
-
-
-def _draw_grid(ax, values, vmax, kept, title):
-    ax.imshow(values, cmap="coolwarm", vmin=-vmax, vmax=vmax)
-    for (r, c), v in np.ndenumerate(values):
-        if v:
-            ax.text(c, r, f"{v:g}", ha="center", va="center", fontsize=7)
-    if kept is not None:
-        rows, cols = kept
-        ax.add_patch(_rectangle(cols.start - 0.5, rows.start - 0.5,
-                                cols.stop - cols.start, rows.stop - rows.start))
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _rectangle(x, y, width, height):
-    from matplotlib.patches import Rectangle
-    return Rectangle((x, y), width, height, fill=False, edgecolor="black", linewidth=2)
-
-
-def plot_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                filename="matrix.png"):
-    """Draw ``conv_matrix`` next to its transpose, the transposed convolution's matrix.
-
-    Both panels show every stored entry's value (blank where nothing is stored), so the
-    identity ``conv_transpose_matrix == conv_matrix.T`` can be seen.
-
-    Returns
-    -------
-    str
-        ``filename``.
-    """
-    plt = _pyplot()
-    matrix = conv_matrix(input_shape, weight, stride, padding, dilation, groups)
-    if max(matrix.shape) > 2000:
-        raise ValueError(f"the matrix is {matrix.shape[0]} x {matrix.shape[1]}: too big to "
-                         f"draw; use a smaller input_shape")
-    dense = np.full(matrix.shape, np.nan)
-    coo = matrix.tocoo()
-    dense[coo.row, coo.col] = coo.data
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-    vmax = np.nanmax(np.abs(dense)) if coo.nnz else 1.0
-    for ax, values, title in ((axes[0], dense, f"conv_matrix: {matrix.shape}"),
-                              (axes[1], dense.T, f"conv_transpose_matrix = its transpose: "
-                                                 f"{matrix.shape[::-1]}")):
-        ax.imshow(values, cmap="coolwarm", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("input element")
-        ax.set_ylabel("output element")
-    fig.tight_layout()
-    fig.savefig(filename, dpi=110)
-    plt.close(fig)
-    return filename
+from .plotting import (  # noqa: E402  (re-exported here, where they were first)
+    animate_zero_stuffed, plot_contributions, plot_matrix, plot_zero_stuffed)

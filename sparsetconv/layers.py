@@ -6,6 +6,9 @@ PyTorch does, run forward with ``layer(x)`` and backward with
 ``weight_grad`` and ``bias_grad`` (overwritten by each call, not accumulated).  The
 forward call keeps a reference to its input for the backward pass.
 ``layer.matrix(input_shape)`` is the layer's sparse matrix (one sample, no bias).
+``state_dict()`` and ``load_state_dict(mapping)`` use PyTorch's keys, so a
+``torch.nn`` module's weights load as they are; ``weight`` and ``bias`` refuse an
+array of the wrong shape when assigned.
 
 Example: a two-layer generator, forward and backward.
 
@@ -21,12 +24,13 @@ Example: a two-layer generator, forward and backward.
 ((4, 1, 4, 4), (2, 4, 8, 8))
 """
 
+import collections.abc
 import math
 
 import numpy as np
 import scipy.sparse
 
-from ._validation import as_int, as_tuple
+from ._validation import as_int, as_tuple, compute_dtype
 from .functional import conv, conv_transpose
 from .gradients import conv_backward, conv_transpose_backward
 from .matrix import conv_matrix, conv_transpose_matrix
@@ -63,6 +67,13 @@ class _ConvLayerBase:
         self.stride = as_tuple(stride, self.rank, "stride")
         self.dilation = as_tuple(dilation, self.rank, "dilation")
         self.output_padding = as_tuple(output_padding, self.rank, "output_padding")
+        for what, values, minimum in (("kernel_size", self.kernel_size, 1),
+                                      ("stride", self.stride, 1),
+                                      ("dilation", self.dilation, 1),
+                                      ("output_padding", self.output_padding, 0)):
+            if min(values) < minimum:
+                raise ValueError(f"{name}: {what} must be >= {minimum} on every axis, got "
+                                 f"{what}={values}")
         self.padding = padding if isinstance(padding, str) else (
             padding if isinstance(padding, (tuple, list)) else as_tuple(padding, self.rank,
                                                                         "padding"))
@@ -73,29 +84,144 @@ class _ConvLayerBase:
         self.padding_mode = padding_mode
         if device not in (None, "cpu"):
             raise ValueError(f"{name}: device must be None or 'cpu' (NumPy arrays), got {device!r}")
-        self.dtype = np.dtype(np.float32 if dtype is None else dtype)
-        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"{name}: dtype must be float32 or float64, got {self.dtype}")
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"{name}: dtype must be float32 or float64, got {dtype}")
         if self.transposed:
             shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
         else:
             shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self._weight_shape = shape
         # PyTorch's reset_parameters: kaiming_uniform_(a=sqrt(5)) gives the bound
         # 1/sqrt(fan_in), fan_in = weight.shape[1] * prod(kernel); the bias uses the same.
         rng = np.random.default_rng(rng)
         bound = 1.0 / math.sqrt(shape[1] * math.prod(self.kernel_size))
-        self.weight = rng.uniform(-bound, bound, shape).astype(self.dtype)
-        self.bias = (rng.uniform(-bound, bound, self.out_channels).astype(self.dtype)
-                     if bias else None)
+        self._weight = rng.uniform(-bound, bound, shape).astype(dtype)
+        self._bias = (rng.uniform(-bound, bound, self.out_channels).astype(dtype)
+                      if bias else None)
         self.weight_grad = self.bias_grad = None
         self._saved = None
 
+    # -- parameters ------------------------------------------------------------
+
+    def _weight_layout(self):
+        if self.transposed:
+            return "(in_channels, out_channels // groups, *kernel_size)"
+        return "(out_channels, in_channels // groups, *kernel_size)"
+
+    def _checked(self, key, value, what):
+        """``value`` as an array of the shape ``key`` needs (float32/float64), or a
+        ``ValueError``/``TypeError`` that names it."""
+        name = type(self).__name__
+        try:
+            array = np.asarray(value)
+        except Exception as error:  # e.g. a tensor that requires grad
+            raise TypeError(f"{name}: {what} {key!r} cannot be converted to a NumPy array "
+                            f"({type(error).__name__}: {error})") from None
+        compute_dtype(array.dtype, f"{name}: {what} {key!r}")
+        expected = self._weight_shape if key == "weight" else (self.out_channels,)
+        if array.shape != expected:
+            layout = self._weight_layout() if key == "weight" else "(out_channels,)"
+            raise ValueError(f"{name}: {what} {key!r} must have shape {expected} "
+                             f"{layout}, got shape {array.shape}")
+        return array.astype(compute_dtype(array.dtype, key), copy=False)
+
+    @property
+    def weight(self):
+        """The weight, ``(C_in, C_out // groups, *kernel)`` for a transposed layer and
+        ``(C_out, C_in // groups, *kernel)`` for a convolution (PyTorch's layouts).
+        Assigning an array of another shape raises ``ValueError``; float32 and float64
+        are kept (integers become float64, float16 float32)."""
+        return self._weight
+
+    @weight.setter
+    def weight(self, value):
+        self._weight = self._checked("weight", value, "assigned")
+
+    @property
+    def bias(self):
+        """The bias, ``(out_channels,)``, or ``None``.  Assigning another shape raises
+        ``ValueError``; assigning ``None`` removes it."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        self._bias = None if value is None else self._checked("bias", value, "assigned")
+
+    @property
+    def dtype(self):
+        """The dtype the layer computes in: that of its weight and bias together."""
+        if self._bias is None:
+            return self._weight.dtype
+        return np.result_type(self._weight, self._bias)
+
+    def state_dict(self):
+        """The parameters under PyTorch's keys: ``{"weight": ..., "bias": ...}``.
+
+        No ``"bias"`` when the layer has none.  The values are the layer's own arrays
+        (as PyTorch returns its tensors, not copies): copy them to keep a snapshot.
+
+        Examples
+        --------
+        >>> layer = ConvTranspose1d(2, 3, 4, bias=False, rng=0)
+        >>> {key: value.shape for key, value in layer.state_dict().items()}
+        {'weight': (2, 3, 4)}
+        """
+        state = {"weight": self._weight}
+        if self._bias is not None:
+            state["bias"] = self._bias
+        return state
+
+    def load_state_dict(self, state_dict):
+        """Load ``{"weight": ..., "bias": ...}``, e.g. a ``torch.nn`` module's ``state_dict()``.
+
+        Values may be anything ``np.asarray`` converts (NumPy arrays, lists, CPU
+        tensors); they are copied into the layer's dtype, as PyTorch copies into its
+        parameters.  A missing or unexpected key, or a value of the wrong shape, raises
+        ``ValueError`` naming it, and the layer is left unchanged.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> layer = Conv1d(1, 1, 2, rng=0)
+        >>> layer.load_state_dict({"weight": [[[1.0, -1.0]]], "bias": [0.5]})
+        >>> layer(np.array([[[3.0, 5.0, 4.0]]]))
+        array([[[-1.5,  1.5]]])
+        """
+        name = type(self).__name__
+        if not isinstance(state_dict, collections.abc.Mapping):
+            raise TypeError(f"{name}.load_state_dict needs a mapping such as "
+                            f"{{'weight': ..., 'bias': ...}}, got {type(state_dict).__name__}")
+        expected = ["weight"] + (["bias"] if self._bias is not None else [])
+        missing = [key for key in expected if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in expected]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing key{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(map(repr, missing))}")
+            if unexpected:
+                parts.append(f"unexpected key{'s' if len(unexpected) > 1 else ''} "
+                             f"{', '.join(map(repr, unexpected))}")
+            raise ValueError(f"{name}.load_state_dict: {' and '.join(parts)}; this layer "
+                             f"has {', '.join(map(repr, expected))}"
+                             + ("" if self._bias is not None else " (bias=False)"))
+        current = {"weight": self._weight, "bias": self._bias}
+        loaded = {key: np.array(self._checked(key, state_dict[key], "state_dict entry"),
+                                dtype=current[key].dtype, copy=True)
+                  for key in expected}
+        # Only now that every entry passed: the layer changes all at once or not at all.
+        self._weight = loaded["weight"]
+        if "bias" in loaded:
+            self._bias = loaded["bias"]
+
     def __repr__(self):
         extra = f", output_padding={self.output_padding}" if self.transposed else ""
+        dtype = "" if self.dtype == np.float32 else f", dtype={self.dtype.name}"
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}{extra}, dilation={self.dilation}, "
-                f"groups={self.groups}, bias={self.bias is not None})")
+                f"groups={self.groups}, bias={self.bias is not None}{dtype})")
 
     def _needs(self):
         return ("input", "weight", "bias") if self.bias is not None else ("input", "weight")

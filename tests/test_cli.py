@@ -5,6 +5,7 @@ must give exit status 2 and exactly one line on stderr, with no traceback.
 """
 
 import contextlib
+import math
 import importlib.util
 import io
 import re
@@ -12,10 +13,14 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import sparsetconv as stc
+from conftest import SEED_003_OUT, conv_configs
+from reference import conv_transpose_reference
 from sparsetconv.__main__ import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -112,21 +117,95 @@ def test_explain_plot_without_matplotlib(monkeypatch, tmp_path):
     assert_one_line_error(status, err)
     assert "sparsetconv[plot]" in err
     assert not path.exists()
-    assert "(2 - 1)*1 - 2*0 + 1*(2 - 1) + 0 + 1 = 3" in out  # the text still came
+    assert out == ""              # refused before anything was printed
+
+
+def test_explain_terms_seed_003(capsys):
+    """How the 6 at (0, 0) and the 12 at (0, 1) come about, term by term."""
+    status = main(["explain", "--input", "4", "4", "--kernel", "4", "--stride", "2",
+                   "--padding", "1", "--terms", "0", "0", "--terms", "0", "1"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    lines = out.splitlines()
+    start = lines.index("The terms that sum to each output (input ones, kernel 1..16 "
+                        "row-major):")
+    assert lines[start + 1:start + 5] == [
+        "output[0, 0] = 6 = input[0, 0]*kernel[1, 1]",
+        "                 = 1*6",
+        "output[0, 1] = 12 = input[0, 0]*kernel[1, 2] + input[0, 1]*kernel[1, 0]",
+        "                  = 1*7 + 1*5",
+    ]
+    assert SEED_003_OUT[0, 0] == 6 and SEED_003_OUT[0, 1] == 12
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_explain_terms_sum_to_the_output(data):
+    rank = data.draw(st.integers(1, 2))
+    cfg = data.draw(conv_configs(rank, transposed=True, padding_kinds=("int", "ints", "pairs")))
+    rng = np.random.default_rng(cfg.seed)
+    x = rng.integers(-3, 4, cfg.in_size)
+    w = rng.integers(-3, 4, cfg.kernel)
+    index = tuple(data.draw(st.integers(0, o - 1)) for o in cfg.out_size)
+    kw = dict(stride=cfg.stride, padding=cfg.padding, output_padding=cfg.output_padding,
+              dilation=cfg.dilation)
+    per_axis = lambda v: [str(a) for a in (v if isinstance(v, tuple) else (v,) * rank)]  # noqa: E731
+    argv = ["explain", "--input", *map(str, cfg.in_size), "--kernel", *map(str, cfg.kernel),
+            "--stride", *per_axis(cfg.stride), "--dilation", *per_axis(cfg.dilation),
+            "--output-padding", *per_axis(cfg.output_padding),
+            "--padding", *(f"{b}:{e}" for b, e in cfg.pairs),
+            "--input-values", *map(str, x.ravel()), "--kernel-values", *map(str, w.ravel()),
+            "--terms", *map(str, index)]
+    status, out, err = run_main(argv)
+    assert status == 0, err
+    expected = conv_transpose_reference(x[None, None].astype(float), w[None, None].astype(float),
+                                        None, cfg.stride, cfg.pairs, cfg.output_padding, 1,
+                                        cfg.dilation)[0, 0][index]
+    head = f"output[{', '.join(map(str, index))}] = "
+    line, = [line for line in out.splitlines() if line.startswith(head)]
+    assert float(line[len(head):].split()[0].rstrip(":")) == expected
+    terms = stc.output_terms(x, w, index, **kw)
+    if terms:
+        products = out.splitlines()[out.splitlines().index(line) + 1].split("= ", 1)[1]
+        assert products == " + ".join(f"{v:g}*{k:g}" for _, _, v, k in terms)
+    else:
+        assert "no input element reaches it" in line
+
+
+@pytest.mark.parametrize("path_name, frames", [("steps.png", None), ("steps.gif", 5)])
+def test_explain_zero_stuffed_picture(tmp_path, path_name, frames):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / path_name
+    status, out, err = run_main(["explain", "--input", "3", "--kernel", "3", "--stride", "2",
+                                 "--padding", "1", "--zero-stuffed", str(path)])
+    assert status == 0, err
+    assert f"wrote {path}" in out
+    from PIL import Image
+    with Image.open(path) as image:
+        if frames is None:
+            assert image.format == "PNG"
+        else:
+            assert image.format == "GIF" and image.n_frames == frames == math.prod(
+                stc.conv_transpose_output_size(3, 3, stride=2, padding=1))
 
 
 # ---------------------------------------------------------------------------
 # shape
 
 def test_shape_seed_001(capsys):
-    status = main(["shape", "--input", "12", "16", "12", "--kernel", "3", "--stride", "2",
-                   "--padding", "1", "--output-padding", "1"])
+    argv = ["shape", "--input", "12", "16", "12", "--kernel", "3", "--stride", "2",
+            "--padding", "1", "--output-padding", "1"]
+    status = main(argv)
     out, err = capsys.readouterr()
     assert status == 0, err
     expected = tuple(transposed_size(n, 3, 2, 1, 1, 1, 1) for n in (12, 16, 12))
     assert expected == (24, 32, 24)
-    assert re.search(r"\b24x32x24\b", out.splitlines()[0]), out
-    # ... and the explanation with it.
+    assert out == "transposed convolution output size: 24x32x24\n"     # one line
+    # ... and with --explain, the explanation behind it.
+    status = main(argv + ["--explain"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert out.splitlines()[0] == "transposed convolution output size: 24x32x24"
     assert "(12 - 1)*2 - 2*1 + 1*(3 - 1) + 1 + 1 = 24" in out
     assert "(16 - 1)*2 - 2*1 + 1*(3 - 1) + 1 + 1 = 32" in out
 
@@ -237,9 +316,9 @@ def bench_rows(out):
 
 
 @pytest.mark.parametrize("layer", [
-    ["--input", "1", "2", "4", "4", "--out-channels", "3", "--kernel", "2",
+    ["--input-shape", "1", "2", "4", "4", "--out-channels", "3", "--kernel", "2",
      "--stride", "2", "--padding", "1"],
-    ["--input", "2", "2", "6", "--out-channels", "4", "--kernel", "3", "--stride", "2",
+    ["--input-shape", "2", "2", "6", "--out-channels", "4", "--kernel", "3", "--stride", "2",
      "--groups", "2", "--dtype", "float64"],
 ], ids=["2d", "1d-groups"])
 def test_bench_tiny_layer(capsys, layer):
@@ -285,38 +364,90 @@ BAD_ARGUMENTS = {
     "four-axes": ["shape", "--input", "1", "2", "3", "4", "--kernel", "2"],
     "kernel-rank": ["shape", "--input", "4", "4", "--kernel", "2", "2", "2"],
     "target-rank": ["shape", "--input", "4", "--kernel", "2", "--target", "3", "3"],
-    "bench-missing-out-channels": ["bench", "--input", "1", "1", "4", "--kernel", "2"],
-    "bench-no-spatial": ["bench", "--input", "1", "1", "--out-channels", "2",
+    "bench-missing-out-channels": ["bench", "--input-shape", "1", "1", "4", "--kernel", "2"],
+    "bench-no-spatial": ["bench", "--input-shape", "1", "1", "--out-channels", "2",
                          "--kernel", "2"],
-    "bench-padding-x": ["bench", "--input", "1", "1", "4", "--out-channels", "2",
+    "bench-padding-x": ["bench", "--input-shape", "1", "1", "4", "--out-channels", "2",
                         "--kernel", "2", "--padding", "x"],
-    "bench-stride-0": ["bench", "--input", "1", "1", "4", "--out-channels", "2",
+    "bench-stride-0": ["bench", "--input-shape", "1", "1", "4", "--out-channels", "2",
                        "--kernel", "2", "--stride", "0", "--repeat", "1"],
-    "bench-output-padding-5": ["bench", "--input", "1", "1", "4", "--out-channels", "2",
+    "bench-output-padding-5": ["bench", "--input-shape", "1", "1", "4", "--out-channels", "2",
                                "--kernel", "2", "--stride", "2", "--output-padding", "5",
                                "--repeat", "1"],
-    "bench-groups-0": ["bench", "--input", "1", "1", "4", "--out-channels", "2",
+    "bench-groups-0": ["bench", "--input-shape", "1", "1", "4", "--out-channels", "2",
                        "--kernel", "2", "--groups", "0", "--repeat", "1"],
-    "bench-groups-not-dividing": ["bench", "--input", "1", "3", "4", "--out-channels", "2",
+    "bench-groups-not-dividing": ["bench", "--input-shape", "1", "3", "4", "--out-channels", "2",
                                   "--kernel", "2", "--groups", "2", "--repeat", "1"],
-    "bench-out-channels-0": ["bench", "--input", "1", "1", "4", "--out-channels", "0",
+    "bench-out-channels-0": ["bench", "--input-shape", "1", "1", "4", "--out-channels", "0",
                              "--kernel", "2", "--repeat", "1"],
-    "bench-threads-0": ["bench", "--input", "1", "1", "4", "--out-channels", "2",
+    "bench-threads-0": ["bench", "--input-shape", "1", "1", "4", "--out-channels", "2",
                         "--kernel", "2", "--threads", "0", "--repeat", "1"],
-    "bench-repeat-0": ["bench", "--input", "1", "1", "4", "--out-channels", "2",
+    "bench-repeat-0": ["bench", "--input-shape", "1", "1", "4", "--out-channels", "2",
                        "--kernel", "2", "--repeat", "0"],
+    # The reproducers of the fuzzing report: one line each, no traceback.
+    "bench-stride-huge": ["bench", "--input-shape", "1", "1", "4", "--kernel", "2",
+                          "--out-channels", "1", "--stride", "99999999999999999999"],
+    "bench-input-too-big": ["bench", "--input-shape", "1", "1", "99999999999", "--kernel", "3",
+                            "--out-channels", "1"],
+    "bench-dilation-padding-huge": ["bench", "--input-shape", "1", "1", "4", "--kernel", "3",
+                                    "--out-channels", "1", "--dilation", "100000000000000000000",
+                                    "--padding", "100000000000000000000"],
+    "bench-dilation-1e20": ["bench", "--input-shape", "1", "1", "4", "--kernel", "3",
+                            "--out-channels", "1", "--dilation", "1e20", "--padding", "1e20"],
+    "shape-dilation-1e20": ["shape", "--input", "4", "--kernel", "3", "--dilation", "1e20",
+                            "--padding", "1e20"],
+    "explain-plot-no-folder": ["explain", "--input", "4", "--kernel", "2", "--plot",
+                               "/nonexistent/dir/x.png"],
+    "explain-plot-huge": ["explain", "--input", "4", "--kernel", "3", "--dilation",
+                          "100000000000000000000", "--padding", "100000000000000000000",
+                          "--plot", "x.png"],
+    "explain-plot-format": ["explain", "--input", "4", "--kernel", "2", "--plot", "x.nope"],
+    "explain-zero-stuffed-no-folder": ["explain", "--input", "4", "--kernel", "2",
+                                       "--zero-stuffed", "/nonexistent/dir/x.gif"],
+    "explain-zero-stuffed-3d": ["explain", "--input", "2", "2", "2", "--kernel", "2",
+                                "--zero-stuffed", "x.png"],
+    "explain-terms-huge-input": ["explain", "--input", "99999999999", "--kernel", "3",
+                                 "--terms", "0"],
+    "explain-terms-rank": ["explain", "--input", "4", "--kernel", "3", "--terms", "0", "0"],
+    "explain-terms-outside": ["explain", "--input", "4", "--kernel", "3", "--terms", "6"],
+    "explain-terms-negative": ["explain", "--input", "4", "--kernel", "3", "--terms", "-1"],
+    "explain-input-values-count": ["explain", "--input", "3", "--kernel", "3", "--terms", "0",
+                                   "--input-values", "1", "2"],
+    "explain-kernel-values-word": ["explain", "--input", "3", "--kernel", "3", "--terms", "0",
+                                   "--kernel-values", "one"],
+    "bench-old-input": ["bench", "--input", "1", "1", "4", "--kernel", "2",
+                        "--out-channels", "1"],
+    "bench-missing-input-shape": ["bench", "--kernel", "2", "--out-channels", "1"],
+    "bench-input-shape-0": ["bench", "--input-shape", "1", "0", "4", "--kernel", "2",
+                            "--out-channels", "1"],
 }
 
 
 @pytest.mark.parametrize("argv", list(BAD_ARGUMENTS.values()), ids=list(BAD_ARGUMENTS))
-def test_bad_arguments_one_line_status_2(argv):
+def test_bad_arguments_one_line_status_2(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     status, out, err = run_main(argv)
     assert_one_line_error(status, err)
+    assert out == ""                       # refused before anything was printed ...
+    assert list(tmp_path.iterdir()) == []  # ... or written
+
+
+def test_bench_too_big_says_what_it_needs():
+    status, out, err = run_main(BAD_ARGUMENTS["bench-input-too-big"])
+    assert_one_line_error(status, err)
+    # 99999999999 float32 values = 372.5 GiB, the output as much again
+    assert "745 GiB" in err and "input (1, 1, 99999999999)" in err, err
+    status, out, err = run_main(BAD_ARGUMENTS["bench-stride-huge"])
+    assert "--stride 99999999999999999999" in err
+    status, out, err = run_main(BAD_ARGUMENTS["bench-old-input"])
+    assert "--input-shape" in err
 
 
 @pytest.mark.parametrize("name", ["missing-input", "unknown-subcommand", "stride-0",
                                   "padding-x", "output-padding-5", "input-float",
-                                  "bench-stride-0"])
+                                  "bench-stride-0", "bench-stride-huge", "bench-input-too-big",
+                                  "bench-dilation-padding-huge", "shape-dilation-1e20",
+                                  "explain-plot-no-folder"])
 def test_bad_arguments_in_a_real_process(name):
     result = run_module(*BAD_ARGUMENTS[name])
     assert result.returncode == 2, result.stderr
@@ -336,8 +467,31 @@ def test_help_exits_0(argv):
     if argv == ["--help"]:
         for command in ("shape", "explain", "bench"):
             assert command in out
+        assert "--version" in out
     else:
         assert "--input" in out
+    if argv == ["bench", "--help"]:
+        assert "--input-shape" in out
+        words = " ".join(out.split())
+        # says which thread count it uses when --threads is not given
+        assert "default: the library's default, sparsetconv.get_num_threads()" in words
+        assert f"{stc.get_num_threads()} here" in words
+
+
+def test_version(capsys):
+    status, out, err = run_main(["--version"])
+    assert status == 0 and err == ""
+    assert out == f"sparsetconv {stc.__version__}\n"
+    result = run_module("--version")
+    assert result.returncode == 0 and result.stdout == out
+
+
+def test_bench_default_threads_is_the_library_default(capsys):
+    status = main(["bench", "--input-shape", "1", "1", "4", "--out-channels", "1",
+                   "--kernel", "2", "--repeat", "1"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert f", {stc.get_num_threads()} thread(s)" in out.splitlines()[0]
 
 
 def test_help_in_a_real_process():

@@ -3,13 +3,15 @@ pictures, checked against the size formulas written out here, ``tests/reference.
 and ``stc.conv_transpose``, and against the seed questions (000, 001, 003, 004).
 """
 
+import math
+import os
 import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
@@ -425,13 +427,184 @@ def test_contributions_rejects_invalid_geometry():
 
 
 # ---------------------------------------------------------------------------
-# Pictures
+# Pictures: drawn with the Agg backend, checked through what the Figure holds.
 
-def assert_png(path, returned):
-    assert str(returned) == str(path)
+@pytest.fixture
+def plt():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    yield pyplot
+    pyplot.close("all")
+
+
+def assert_png(path):
     data = path.read_bytes()
-    assert data.startswith(b"\x89PNG") and data[:8] == PNG_SIGNATURE
+    assert data[:8] == PNG_SIGNATURE
     assert len(data) > 2000
+
+
+def patches(fig, gid):
+    return [p for ax in fig.axes for p in ax.patches if p.get_gid() == gid]
+
+
+def texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+TERM = re.compile(r"x([\d,]+)\*w([\d,]+)")
+
+
+def stuffed_title(fig):
+    return fig.get_suptitle() or fig.axes[0].get_title(loc="left")
+
+
+def title_terms(fig):
+    """``[(input_index, kernel_index)]`` named on the title's ``output[...] =`` line."""
+    line = stuffed_title(fig).splitlines()[-1]
+    assert line.startswith("output["), line
+    return [(tuple(map(int, i.split(","))), tuple(map(int, k.split(","))))
+            for i, k in TERM.findall(line)]
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # closed per example
+@given(data=st.data())
+def test_plot_zero_stuffed_cells_and_kernel(plt, rank, data):
+    cfg = data.draw(conv_configs(rank, transposed=True))
+    kw = dict(stride=cfg.stride, padding=cfg.padding, output_padding=cfg.output_padding,
+              dilation=cfg.dilation)
+    index = tuple(data.draw(st.integers(0, o - 1)) for o in cfg.out_size)
+    fig = stc.plot_zero_stuffed(cfg.in_size, cfg.kernel, **kw, index=index)
+    stride, dilation = _per_axis(cfg.stride, rank), _per_axis(cfg.dilation, rank)
+    span = [d * (k - 1) for k, d in zip(cfg.kernel, dilation)]
+    # Every input element is drawn exactly once, in the frame or cropped outside it.
+    inputs = sorted(t for t in texts(fig) if t.startswith("x"))
+    assert inputs == sorted("x" + ",".join(map(str, i)) for i in np.ndindex(cfg.in_size))
+    # The frame the stride-1 convolution slides over: output + dilation*(kernel - 1).
+    frame, = patches(fig, "frame")
+    extent = (frame.get_width(),) if rank == 1 else (frame.get_height(), frame.get_width())
+    assert extent == tuple(o + s for o, s in zip(cfg.out_size, span))
+    # Zeros, padding and cropping, counted per axis from the padding amounts.
+    stuffed = [(n - 1) * s + 1 for n, s in zip(cfg.in_size, stride)]
+    before = [s - pb for s, (pb, _) in zip(span, cfg.pairs)]
+    inside = [max(0, min(b + n, o + s) - max(b, 0))       # stuffed cells in the frame
+              for b, n, o, s in zip(before, stuffed, cfg.out_size, span)]
+    n_in_frame = math.prod(inside)
+    cells = patches(fig, "input") + patches(fig, "zero")
+    assert len(cells) == n_in_frame
+    assert len(patches(fig, "padding")) == math.prod(extent) - n_in_frame
+    assert len(patches(fig, "cropped")) == math.prod(stuffed) - n_in_frame
+    assert len(patches(fig, "input")) == math.prod(
+        len([j for j in range(n) if 0 <= b + j * s < o + sp])
+        for n, b, s, o, sp in zip(cfg.in_size, before, stride, cfg.out_size, span))
+    # One output cell per output, one of them current; one kernel cell per tap.
+    assert len(patches(fig, "output")) + 1 == math.prod(cfg.out_size)
+    assert len(patches(fig, "output-current")) == 1
+    assert len(patches(fig, "kernel")) == math.prod(cfg.kernel)
+    # The title's terms are output_terms' (input index, kernel index) pairs.
+    x, w = np.ones(cfg.in_size), np.ones(cfg.kernel)
+    expected = [(i, k) for i, k, _, _ in stc.output_terms(x, w, index, **kw)]
+    got = title_terms(fig)
+    plt.close(fig)
+    if len(expected) <= 4:
+        assert sorted(got) == sorted(expected)
+    else:
+        assert set(got) <= set(expected) and f"({len(expected)} terms)" in stuffed_title(fig)
+
+
+def test_plot_zero_stuffed_seed_003(plt, tmp_path):
+    path = tmp_path / "zero_stuffed.png"
+    fig = stc.plot_zero_stuffed((4, 4), 4, stride=2, padding=1, index=(0, 1), path=path)
+    assert_png(path)
+    # output (0, 1) = 12 = x[0,0]*w[1,2] + x[0,1]*w[1,0] = 7 + 5 with w = 1..16
+    assert title_terms(fig) == [((0, 0), (1, 2)), ((0, 1), (1, 0))]
+    w = np.arange(1, 17).reshape(4, 4)
+    assert sum(w[k] for _, k in title_terms(fig)) == SEED_003_OUT[0, 1] == 12
+    title = stuffed_title(fig)
+    assert "4x4 input: kernel 4, stride 2, padding 1" in title
+    assert len(patches(fig, "input")) == 16 and not patches(fig, "cropped")
+    assert len(patches(fig, "zero")) == 7 * 7 - 16
+    assert len(patches(fig, "padding")) == 11 * 11 - 7 * 7   # 2 = 1*(4 - 1) - 1 per side
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "inserted zero (stride - 1 between)" in legend and "implicit zero padding" in legend
+    assert not any("cropped" in t for t in legend)
+
+
+def test_plot_zero_stuffed_negative_amount_is_cropped(plt):
+    # padding 3 > dilation*(kernel - 1) = 2: the amount is -1, one stuffed cell cropped
+    # each side: x0 and x3 fall outside the frame.
+    fig = stc.plot_zero_stuffed(4, 3, stride=2, padding=3, index=1)
+    cropped = patches(fig, "cropped")
+    assert len(cropped) == 2
+    assert sorted(p.get_x() for p in cropped) == [-1, 5]
+    assert title_terms(fig) == [((1,), (2,)), ((2,), (0,))]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "cropped (negative padding amount)" in legend
+    assert "implicit zero padding" not in legend     # none here
+    assert "length-4 input: kernel 3, stride 2, padding 3" in stuffed_title(fig)
+
+
+def test_plot_zero_stuffed_into_given_axes(plt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fig, (left, right) = plt.subplots(1, 2)
+    before = plt.get_fignums()
+    returned = stc.plot_zero_stuffed(3, 2, stride=2, ax=right)
+    assert returned is fig and plt.get_fignums() == before
+    assert right.patches and not left.patches
+    assert right.get_title(loc="left").endswith("output[0] = x0*w0") and not fig.get_suptitle()
+    assert list(tmp_path.iterdir()) == []           # no file unless path= asks
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    (((2, 2, 2), 2), {}, ValueError, "1-D and 2-D"),
+    (((200, 200), 3), {}, ValueError, "cells"),
+    ((4, 3), dict(index=9), ValueError, "index"),
+    ((4, 3), dict(index=(0, 0)), ValueError, "index"),
+    ((4, 3), dict(index=1.0), TypeError, "index"),
+    ((4, 3), dict(stride=0), ValueError, "stride"),
+])
+def test_plot_zero_stuffed_bad_arguments(plt, args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        stc.plot_zero_stuffed(*args, **kwargs)
+
+
+@pytest.mark.parametrize("args, kwargs, frames", [
+    ((3, 3), dict(stride=2, padding=1), 5),
+    ((2, 2), dict(stride=3, padding=2), 1),
+    (((2, 2), 2), dict(stride=1, padding=((0, 1), 0)), 6),
+], ids=["1d", "1d-cropped", "2d"])
+def test_animate_zero_stuffed_writes_one_frame_per_output(plt, tmp_path, args, kwargs, frames):
+    from PIL import Image
+
+    assert math.prod(stc.conv_transpose_output_size(*args, **kwargs)) == frames
+    path = tmp_path / "movie.gif"
+    assert stc.animate_zero_stuffed(*args, **kwargs, path=path, fps=4, dpi=40) == str(path)
+    with Image.open(path) as gif:
+        assert gif.format == "GIF"
+        assert gif.n_frames == frames
+        first = np.asarray(gif.convert("RGB"))
+        if frames > 1:
+            gif.seek(1)
+            assert not np.array_equal(first, np.asarray(gif.convert("RGB")))
+    assert plt.get_fignums() == []                  # its figure is closed
+
+
+def test_animate_zero_stuffed_refuses_too_many_frames(plt, tmp_path):
+    with pytest.raises(ValueError, match="frames"):
+        stc.animate_zero_stuffed((30, 30), 2, path=tmp_path / "x.gif")
+    with pytest.raises(ValueError, match="fps"):
+        stc.animate_zero_stuffed(3, 2, path=tmp_path / "x.gif", fps=0)
+    assert not (tmp_path / "x.gif").exists()
+
+
+def image_axes(fig):
+    return [ax for ax in fig.axes if ax.images]
+
+
+def colour_bars(fig):
+    return [ax.images[0].colorbar for ax in image_axes(fig) if ax.images[0].colorbar]
 
 
 @pytest.mark.parametrize("x, w, kw", [
@@ -446,25 +619,50 @@ def assert_png(path, returned):
      dict(stride=(2, 3), padding=((1, 0), (0, 2)), output_padding=(1, 2))),
 ], ids=["1d", "1d-output-padding", "1d-dilation", "2d-seed-004", "2d-seed-003",
         "2d-same", "2d-pairs"])
-def test_plot_contributions_writes_png(tmp_path, x, w, kw):
-    pytest.importorskip("matplotlib")
+def test_plot_contributions_panels_one_scale_and_sum(plt, tmp_path, x, w, kw):
     path = tmp_path / "contributions.png"
-    assert_png(path, stc.plot_contributions(x, w, filename=str(path), **kw))
+    fig = stc.plot_contributions(x, w, **kw, path=path)
+    assert_png(path)
+    panels = image_axes(fig)
+    assert len(panels) == x.size + 1                  # one per input element, and the sum
+    limits = {(ax.images[0].norm.vmin, ax.images[0].norm.vmax) for ax in panels}
+    assert len(limits) == 1                           # one colour scale ...
+    assert len(colour_bars(fig)) >= 1                 # ... shown by a colour bar
+    vmin, vmax = limits.pop()
+    output = stc.conv_transpose(x[None, None], w[None, None], **kw)[0, 0]
+    # sequential from 0 without negative values, else symmetric about 0
+    negative = (stc.contributions(x, w, **kw) < 0).any()
+    assert (vmin == -vmax) if negative else (vmin == 0)
+    assert vmax >= np.abs(output).max()
+    total, = [ax for ax in panels if ax.get_title() == "sum = output"]
+    np.testing.assert_array_equal(total.images[0].get_array(), np.atleast_2d(output))
+    titles = {ax.get_title() for ax in panels}
+    for index in np.ndindex(x.shape):
+        assert f"input[{', '.join(map(str, index))}] = {x[index]:g}" in titles
 
 
-@pytest.mark.parametrize("kw", [
-    dict(stride=2, padding="same"),
-    dict(stride=2, padding=((1, 2),)),
-    dict(stride=2, padding=(1,)),
-    dict(stride=(2,), padding=1, dilation=(2,)),
+@pytest.mark.parametrize("kw, words", [
+    (dict(stride=2, padding="same"), "stride 2, padding (0, 1)"),
+    (dict(stride=2, padding=((1, 2),)), "stride 2, padding (1, 2)"),
+    (dict(stride=2, padding=(1,)), "stride 2, padding 1"),
+    (dict(stride=(2,), padding=1, dilation=(2,)), "stride 2, padding 1, dilation 2"),
 ], ids=["same", "pair", "per-axis-int", "per-axis-stride"])
-def test_plot_contributions_1d_accepts_every_parameter_form(tmp_path, kw):
-    """The parameter forms ``contributions`` (and conv_transpose) accept in 1-D."""
-    pytest.importorskip("matplotlib")
+def test_plot_contributions_1d_title_in_1d_terms(plt, kw, words):
     x, w = np.array([1.0, 2.0, 3.0]), np.array([1.0, -1.0, 2.0])
     assert stc.contributions(x, w, **kw).ndim == 2
-    path = tmp_path / "c.png"
-    assert_png(path, stc.plot_contributions(x, w, filename=str(path), **kw))
+    fig = stc.plot_contributions(x, w, **kw)
+    title = fig.get_suptitle()
+    assert f"kernel 3, {words}" in title, title
+    assert "((" not in title and "stride (" not in title
+
+
+def test_plot_contributions_into_a_given_figure(plt):
+    fig = plt.figure(layout="constrained")
+    left, right = fig.subfigures(1, 2)
+    assert stc.plot_contributions(np.ones(2), np.ones(2), fig=right) is right
+    assert len(image_axes(fig)) == 3 and not left.axes
+    with pytest.raises(ValueError, match="panel"):
+        stc.plot_contributions(np.ones((9, 9)), np.ones((2, 2)))
 
 
 @pytest.mark.parametrize("input_shape, w, kw", [
@@ -472,22 +670,48 @@ def test_plot_contributions_1d_accepts_every_parameter_form(tmp_path, kw):
     ((1, 4, 4), np.ones((2, 1, 3, 3)), dict(stride=2, padding=1)),
     ((2, 5), np.ones((2, 1, 3)), dict(groups=2, padding="same")),
 ], ids=["1d", "2d", "1d-groups-same"])
-def test_plot_matrix_writes_png(tmp_path, input_shape, w, kw):
-    pytest.importorskip("matplotlib")
+def test_plot_matrix_two_panels_integer_ticks_clear_titles(plt, tmp_path, input_shape, w, kw):
     path = tmp_path / "matrix.png"
-    assert_png(path, stc.plot_matrix(input_shape, w, filename=str(path), **kw))
+    fig = stc.plot_matrix(input_shape, w, **kw, path=path)
+    assert_png(path)
+    matrix = stc.conv_matrix(input_shape, w, **kw)
+    panels = image_axes(fig)
+    assert len(panels) == 2 and len(colour_bars(fig)) >= 1
+    assert panels[0].get_title() == f"conv_matrix\n{matrix.shape}"
+    assert panels[1].get_title().endswith(f"\n{matrix.shape[::-1]}")
+    assert panels[0].images[0].get_array().shape == matrix.shape
+    assert panels[1].images[0].get_array().shape == matrix.shape[::-1]
+    assert len({(ax.images[0].norm.vmin, ax.images[0].norm.vmax) for ax in panels}) == 1
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in panels:
+        for ticks in (ax.get_xticks(), ax.get_yticks()):
+            assert np.all(ticks == np.round(ticks)), ticks       # whole element numbers
+        title = ax.title.get_window_extent(renderer)
+        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            for tick in axis.get_major_ticks():
+                if min(low, high) <= tick.get_loc() <= max(low, high):   # drawn
+                    label = tick.label1.get_window_extent(renderer)
+                    assert not title.overlaps(label), tick.label1
+        for other in panels:            # and no title runs into the other panel
+            if other is not ax:
+                assert not title.overlaps(other.get_window_extent(renderer))
 
 
 def test_without_matplotlib_pictures_say_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError) as error:
-        stc.plot_contributions(np.ones(3), np.ones(2), filename=str(tmp_path / "a.png"))
-    assert "sparsetconv[plot]" in str(error.value)
-    with pytest.raises(ImportError) as error:
-        stc.plot_matrix((1, 4), np.ones((1, 1, 2)), filename=str(tmp_path / "b.png"))
-    assert "sparsetconv[plot]" in str(error.value)
-    assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()
+    calls = [
+        lambda: stc.plot_contributions(np.ones(3), np.ones(2), path=tmp_path / "a.png"),
+        lambda: stc.plot_matrix((1, 4), np.ones((1, 1, 2)), path=tmp_path / "b.png"),
+        lambda: stc.plot_zero_stuffed(3, 2, path=tmp_path / "c.png"),
+        lambda: stc.animate_zero_stuffed(3, 2, path=tmp_path / "d.gif"),
+    ]
+    for call in calls:
+        with pytest.raises(ImportError) as error:
+            call()
+        assert "sparsetconv[plot]" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
     # The rest works without matplotlib.
     text = stc.explain((2, 2), 2, stride=2, padding=1)
     assert "(2 - 1)*2 - 2*1 + 1*(2 - 1) + 0 + 1 = 2" in text
@@ -506,14 +730,19 @@ def test_package_imports_and_explains_without_matplotlib(tmp_path):
         "print(stc.explain(4, 3, stride=2, padding=3).count('crop') > 0)\n"
         "print(stc.contributions(np.ones(2), np.ones(2)).sum(axis=0).tolist())\n"
         "try:\n"
-        "    stc.plot_contributions(np.ones(2), np.ones(2), filename='never.png')\n"
+        "    stc.plot_contributions(np.ones(2), np.ones(2), path='never.png')\n"
         "except ImportError as e:\n"
         "    print('sparsetconv[plot]' in str(e))\n"
     )
+    # Run from elsewhere, importing the package under test (installed or not).
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(stc.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path)
+                            timeout=60, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "[1.0,", "2.0,", "1.0]", "True"]
+    assert not (tmp_path / "never.png").exists()
 
 
 # ---------------------------------------------------------------------------

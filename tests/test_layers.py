@@ -570,3 +570,179 @@ def test_dcgan_generator_third_layer_gradcheck():
 
     with pytest.raises(AssertionError):
         stc.gradcheck(fn, (x, original), wrong_grad_fn, rng=22)
+
+
+# ---------------------------------------------------------------------------
+# state_dict / load_state_dict, parameter assignment, dtype and repr
+
+# (class, constructor arguments, keyword arguments, input spatial size)
+STATE_CASES = [
+    (stc.Conv1d, (4, 6, 3), dict(stride=2, padding=1, groups=2), (9,)),
+    (stc.Conv2d, (3, 4, (3, 2)), dict(padding=(1, 0), dilation=(1, 2), bias=False), (7, 8)),
+    (stc.Conv3d, (2, 3, 2), dict(stride=(1, 2, 1)), (4, 5, 3)),
+    (stc.ConvTranspose1d, (4, 6, 4), dict(stride=2, padding=1, groups=2), (5,)),
+    (stc.ConvTranspose2d, (3, 2, 3), dict(stride=2, padding=1, output_padding=1), (4, 3)),
+    (stc.ConvTranspose3d, (2, 3, 2), dict(stride=2, bias=False), (2, 3, 2)),
+]
+STATE_IDS = [c[0].__name__ for c in STATE_CASES]
+
+
+@pytest.mark.parametrize("cls, args, kwargs, spatial", STATE_CASES, ids=STATE_IDS)
+@pytest.mark.parametrize("torch_dtype", ["float32", "float64"])
+def test_torch_state_dict_loads_and_gives_torch_outputs(cls, args, kwargs, spatial,
+                                                        torch_dtype):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(len(spatial) + args[0])
+    module = getattr(torch.nn, cls.__name__)(*args, **kwargs,
+                                             dtype=getattr(torch, torch_dtype))
+    layer = cls(*args, **kwargs, dtype=np.dtype(torch_dtype), rng=99)
+    assert not np.allclose(layer.weight, module.weight.detach().numpy())  # not loaded yet
+    layer.load_state_dict(module.state_dict())           # tensors, as they are
+    x = np.random.default_rng(5).standard_normal((2, args[0]) + spatial).astype(torch_dtype)
+    got = layer(x)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    assert got.dtype == np.dtype(torch_dtype) == layer.dtype
+    tolerance = 1e-5 if torch_dtype == "float32" else 1e-12
+    _close(got, expected, rtol=tolerance)
+    # and the way back: our state_dict loads into torch and gives the same outputs
+    other = getattr(torch.nn, cls.__name__)(*args, **kwargs, dtype=getattr(torch, torch_dtype))
+    other.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in layer.state_dict().items()})
+    with torch.no_grad():
+        _close(other(torch.from_numpy(x)).numpy(), expected, rtol=tolerance)
+
+
+@pytest.mark.parametrize("cls, args, kwargs, spatial", STATE_CASES, ids=STATE_IDS)
+def test_state_dict_keys_and_values(cls, args, kwargs, spatial):
+    layer = cls(*args, **kwargs, rng=1)
+    state = layer.state_dict()
+    has_bias = kwargs.get("bias", True)
+    assert list(state) == (["weight", "bias"] if has_bias else ["weight"])
+    assert state["weight"] is layer.weight
+    if has_bias:
+        assert state["bias"] is layer.bias
+    # a round trip through plain lists (anything np.asarray converts)
+    fresh = cls(*args, **kwargs, rng=2)
+    fresh.load_state_dict({key: value.tolist() for key, value in state.items()})
+    np.testing.assert_array_equal(fresh.weight, layer.weight)
+    x = np.random.default_rng(3).standard_normal((1, args[0]) + spatial)
+    np.testing.assert_array_equal(fresh(x), layer(x))
+
+
+def _snapshot(layer):
+    return {key: (value, value.copy()) for key, value in layer.state_dict().items()}
+
+
+def _assert_unchanged(layer, snapshot):
+    assert list(layer.state_dict()) == list(snapshot)
+    for key, (array, copy) in snapshot.items():
+        assert layer.state_dict()[key] is array
+        np.testing.assert_array_equal(array, copy)
+
+
+@pytest.mark.parametrize("cls, args, kwargs, spatial", STATE_CASES, ids=STATE_IDS)
+def test_load_state_dict_refuses_and_leaves_the_layer_unchanged(cls, args, kwargs, spatial):
+    layer = cls(*args, **kwargs, rng=4)
+    good = {key: value + 1 for key, value in layer.state_dict().items()}
+    weight_shape = layer.weight.shape
+    snapshot = _snapshot(layer)
+    bad_mappings = [
+        ({**good, "weight": np.ones(weight_shape[:-1])}, r"'weight'.*shape"),
+        ({**good, "weight": np.ones((weight_shape[1], weight_shape[0]) + weight_shape[2:])
+          if weight_shape[0] != weight_shape[1] else np.ones((1,) + weight_shape)},
+         r"'weight'.*shape"),
+        ({k: v for k, v in good.items() if k != "weight"}, r"missing key 'weight'"),
+        ({**good, "running_mean": np.zeros(3)}, r"unexpected key 'running_mean'"),
+        ({**good, "weight": good["weight"].astype(complex)}, r"weight"),
+        ({**good, "weight": object()}, r"weight"),
+    ]
+    if "bias" in good:
+        bad_mappings += [
+            ({**good, "bias": np.ones(layer.out_channels + 1)}, r"'bias'.*shape"),
+            ({"weight": good["weight"]}, r"missing key 'bias'"),
+        ]
+    else:
+        bad_mappings.append(({**good, "bias": np.ones(layer.out_channels)},
+                             r"unexpected key 'bias'"))
+    for mapping, match in bad_mappings:
+        with pytest.raises((ValueError, TypeError), match=match):
+            layer.load_state_dict(mapping)
+        _assert_unchanged(layer, snapshot)
+    with pytest.raises(TypeError, match="mapping"):
+        layer.load_state_dict([("weight", good["weight"])])
+    _assert_unchanged(layer, snapshot)
+    # the good one loads, as a copy in the layer's dtype
+    layer.load_state_dict({key: value.astype(np.float64) for key, value in good.items()})
+    for key, value in good.items():
+        np.testing.assert_array_equal(layer.state_dict()[key], value)
+        assert layer.state_dict()[key].dtype == np.float32
+    good["weight"] += 1
+    assert not np.array_equal(layer.weight, good["weight"])
+
+
+def test_load_state_dict_refuses_a_tensor_that_requires_grad_by_name():
+    torch = pytest.importorskip("torch")
+    layer = stc.ConvTranspose1d(1, 1, 2, rng=0)
+    snapshot = _snapshot(layer)
+    state = {"weight": torch.ones(1, 1, 2, requires_grad=True), "bias": torch.zeros(1)}
+    with pytest.raises(TypeError, match="'weight'"):
+        layer.load_state_dict(state)
+    _assert_unchanged(layer, snapshot)
+    layer.load_state_dict({k: v.detach() for k, v in state.items()})
+    np.testing.assert_array_equal(layer.weight, np.ones((1, 1, 2)))
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_assigning_parameters_checks_shape_and_keeps_dtype(cls):
+    rank = _rank(cls)
+    layer = cls(4, 2, 3, groups=2, rng=0)
+    shape = layer.weight.shape
+    assert shape == ((4, 1) if _is_transposed(cls) else (2, 2)) + (3,) * rank
+    snapshot = _snapshot(layer)
+    for bad in (np.ones(shape[::-1]), np.ones(shape[:-1]), np.ones((1,) + shape), 1.0):
+        with pytest.raises(ValueError, match=r"'weight' must have shape"):
+            layer.weight = bad
+        _assert_unchanged(layer, snapshot)
+    for bad in (np.ones(3), np.ones((2, 1)), 0.5):
+        with pytest.raises(ValueError, match=r"'bias' must have shape \(2,\)"):
+            layer.bias = bad
+        _assert_unchanged(layer, snapshot)
+    with pytest.raises(TypeError, match="weight"):
+        layer.weight = np.ones(shape, complex)
+    assert layer.dtype == np.float32 and "dtype" not in repr(layer)
+
+    # float64 weights: the layer says so, computes so, and its repr shows it.
+    layer.weight = np.ones(shape)
+    layer.bias = np.zeros(2)
+    assert layer.weight.dtype == layer.dtype == np.float64
+    assert "dtype=float64" in repr(layer)
+    x = np.ones((1, 4) + (5,) * rank, np.float32)
+    assert layer(x).dtype == np.float64
+    # integer weights become float64; float16 becomes float32
+    layer.weight = np.ones(shape, np.int64)
+    assert layer.weight.dtype == np.float64
+    layer.weight = np.ones(shape, np.float16)
+    layer.bias = np.zeros(2, np.float32)
+    assert layer.dtype == np.float32 and "dtype" not in repr(layer)
+
+    # bias None: the repr, the state_dict and the forward follow
+    layer.bias = None
+    assert "bias=False" in repr(layer)
+    assert list(layer.state_dict()) == ["weight"]
+    reference_layer = cls(4, 2, 3, groups=2, bias=False, rng=0)
+    reference_layer.weight = layer.weight
+    np.testing.assert_array_equal(layer(x), reference_layer(x))
+    layer.bias = [1.0, 2.0]
+    assert "bias=True" in repr(layer) and list(layer.state_dict()) == ["weight", "bias"]
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(kernel_size=0), "kernel_size"), (dict(kernel_size=-1), "kernel_size"),
+    (dict(stride=0), "stride"), (dict(dilation=0), "dilation"),
+])
+def test_constructor_refuses_non_positive_sizes(cls, kwargs, match):
+    arguments = dict(in_channels=2, out_channels=2, kernel_size=3)
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        cls(**arguments)

@@ -5,6 +5,8 @@ matrices of SPEC section 4 (``conv_matrix``/``conv_transpose_matrix``, dense on 
 cases), ``numpy.linalg.lstsq`` and closed-form NumPy, never from the code under test.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -434,6 +436,56 @@ def test_linear_operator_conv_same_padding_is_adjoint(size):
     np.testing.assert_allclose(A.T @ np.eye(A.shape[0]), M.T, rtol=0, atol=1e-13)
 
 
+
+def test_linear_operator_hyper_parameters_are_keyword_only():
+    w = np.ones((1, 1, 2))
+    with pytest.raises(TypeError, match="positional"):
+        stc.as_linear_operator((1, 5), w, 2)
+    A = stc.as_linear_operator((1, 5), w, stride=2, groups=1, dilation=1, padding=0)
+    assert A.shape == (2, 5)
+
+
+@pytest.mark.parametrize("input_shape, error, match", [
+    ((2, None), TypeError, r"input_shape\[1\]"),
+    ((2, 4.0), TypeError, r"input_shape\[1\]"),
+    ("24", TypeError, "input_shape"),
+    (5, TypeError, "input_shape"),
+    ((2, 0), ValueError, "input_shape"),
+    ((2, 4, 4), ValueError, "input_shape"),
+])
+def test_linear_operator_bad_input_shape(input_shape, error, match):
+    with pytest.raises(error, match=match):
+        stc.as_linear_operator(input_shape, np.ones((1, 2, 2)))
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv", "conv_transpose"])
+def test_linear_operator_complex_vectors_exactly(transpose):
+    # A real operator maps real and imaginary parts separately; nothing is dropped.
+    rng = np.random.default_rng(21)
+    w = rng.standard_normal((2, 3, 3))
+    in_shape = (3, 7) if not transpose else (2, 5)
+    kw = dict(stride=2, padding=1)
+    A = stc.as_linear_operator(in_shape, w, **kw, transpose=transpose)
+    M = (stc.conv_transpose_matrix if transpose else stc.conv_matrix)(in_shape, w, **kw).toarray()
+    u = rng.standard_normal(A.shape[1]) + 1j * rng.standard_normal(A.shape[1])
+    v = rng.standard_normal(A.shape[0]) + 1j * rng.standard_normal(A.shape[0])
+    U = rng.standard_normal((A.shape[1], 2)) + 1j * rng.standard_normal((A.shape[1], 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # no ComplexWarning
+        got = A @ u
+        np.testing.assert_allclose(got, M @ u, rtol=0, atol=1e-12)
+        assert np.iscomplexobj(got) and np.abs(got.imag).max() > 0
+        np.testing.assert_allclose(A.rmatvec(v), M.T @ v, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(A.H @ v, M.conj().T @ v, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(A @ U, M @ U, rtol=0, atol=1e-12)
+
+
+def test_linear_operator_refuses_string_vectors():
+    A = stc.as_linear_operator((1, 3), np.ones((1, 1, 2)))
+    with pytest.raises(TypeError, match="dtype"):
+        A @ np.array(["1", "2", "3"])
+
+
 # ---------------------------------------------------------------------------
 # deconvolve
 
@@ -567,3 +619,116 @@ def test_deconvolve_conv_same_padding(method):
         x_hat = stc.deconvolve(y, w, stride=2, padding="same", input_size=(size,),
                                method=method)
         np.testing.assert_allclose(x_hat, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(damp=None), TypeError, "damp"),
+    (dict(damp=True), TypeError, "damp"),
+    (dict(damp="0.1"), TypeError, "damp"),
+    (dict(damp=float("inf")), ValueError, "damp"),
+    (dict(tol=-1.0), ValueError, "tol"),
+    (dict(tol=None), TypeError, "tol"),
+    (dict(maxiter=0), ValueError, "maxiter"),
+    (dict(maxiter=2.5), TypeError, "maxiter"),
+    (dict(method=None), ValueError, "method"),
+    (dict(callback=3, method="cg"), TypeError, "callback"),
+    (dict(callback=print), ValueError, "callback"),          # LSQR reports no iterates
+    (dict(x0=np.zeros((2, 8))), ValueError, "x0"),
+    (dict(x0=np.zeros((2, 9), complex)), TypeError, "x0"),
+])
+def test_deconvolve_bad_keyword_types(kwargs, error, match):
+    w = np.ones((3, 2, 3))
+    with pytest.raises(error, match=match):
+        stc.deconvolve(np.ones((3, 9)), w, padding=1, **kwargs)
+
+
+@pytest.mark.parametrize("y_shape", [(4, 9), (2, 4, 9), (2, 9)])
+def test_deconvolve_channel_mismatch_is_named(y_shape):
+    w = np.ones((3, 2, 3))                       # a convolution to 3 channels
+    with pytest.raises(ValueError, match=r"y has \d+ channels.*weight.shape\[0\] = 3"):
+        stc.deconvolve(np.ones(y_shape), w, padding=1)
+
+
+def _blur(n):
+    g = np.exp(-0.5 * ((np.arange(9) - 4) / 1.5) ** 2)
+    w = (g / g.sum())[None, None]
+    x = np.random.default_rng(n).standard_normal((1, n))
+    return conv_reference(x[None], w, None, 1, 4)[0], w
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_deconvolve_warns_when_unconverged(method):
+    y, w = _blur(40)
+    with pytest.warns(stc.ConvergenceWarning, match="maxiter=3"):
+        _, info = stc.deconvolve(y, w, padding=4, method=method, maxiter=3,
+                                 return_info=True)
+    assert info["converged"] is False and info["iterations"] == 3
+    assert issubclass(stc.ConvergenceWarning, RuntimeWarning)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n, limit", [(40, 100), (64, 128), (700, 1000)])
+def test_deconvolve_default_iteration_limit(method, n, limit):
+    # A blur never reaches tol=1e-14: the default limit is 2 * unknowns in 100 ... 1000.
+    y, w = _blur(n)
+    with pytest.warns(stc.ConvergenceWarning):
+        _, info = stc.deconvolve(y, w, padding=4, method=method, tol=1e-14,
+                                 return_info=True)
+    assert info["iterations"] == limit
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_deconvolve_converged_does_not_warn(method):
+    rng = np.random.default_rng(31)
+    w = rng.standard_normal((3, 2, 3))
+    y = conv_reference(rng.standard_normal((1, 2, 12)), w, None, 1, 1)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stc.deconvolve(y, w, padding=1, method=method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("damp", [0.0, 0.7])
+def test_deconvolve_x0(method, damp):
+    # Rank deficient: from x0 the iterations reach the least-squares solution nearest
+    # x0 (damp 0), or the one Tikhonov solution whatever the start (damp > 0).
+    rng = np.random.default_rng(32)
+    w = np.array([[[1.0, -0.5, 2.0]]])
+    y = rng.standard_normal((1, 5))
+    x0 = rng.standard_normal((1, 9))
+    A = _dense(w, (1, 9), stride=2, padding=1)
+    if damp:
+        expected = np.linalg.solve(A.T @ A + damp ** 2 * np.eye(9), A.T @ y.ravel())
+    else:
+        expected = x0.ravel() + np.linalg.lstsq(A, y.ravel() - A @ x0.ravel(), rcond=None)[0]
+    x_hat = stc.deconvolve(y, w, stride=2, padding=1, input_size=(9,), method=method,
+                           damp=damp, x0=x0)
+    np.testing.assert_allclose(x_hat.ravel(), expected, rtol=0, atol=1e-6)
+    assert x_hat.shape == x0.shape
+    if not damp:   # and not the minimum-norm solution a zero start gives
+        from_zero = stc.deconvolve(y, w, stride=2, padding=1, input_size=(9,), method=method)
+        assert np.abs(from_zero - x_hat).max() > 1e-3
+
+
+def test_deconvolve_x0_at_the_solution_stops_at_once():
+    rng = np.random.default_rng(33)
+    w = rng.standard_normal((3, 2, 3))
+    x = rng.standard_normal((2, 2, 10))
+    y = conv_reference(x, w, None, 1, 1)
+    for method in METHODS:
+        x_hat, info = stc.deconvolve(y, w, padding=1, method=method, x0=x, return_info=True)
+        assert info["iterations"] <= 1, info
+        np.testing.assert_allclose(x_hat, x, rtol=0, atol=1e-9)
+
+
+def test_deconvolve_callback_sees_every_iterate():
+    rng = np.random.default_rng(34)
+    w = rng.standard_normal((3, 2, 3))
+    y = rng.standard_normal((2, 3, 10))
+    seen = []
+    x_hat, info = stc.deconvolve(y, w, padding=1, method="cg", return_info=True,
+                                 callback=lambda xk: seen.append(xk))
+    assert len(seen) == info["iterations"] >= 2
+    assert all(xk.shape == x_hat.shape == (2, 2, 10) for xk in seen)
+    np.testing.assert_array_equal(seen[-1], x_hat)
+    assert not np.array_equal(seen[0], seen[-1])
