@@ -15,8 +15,8 @@ src=$PWD
 
 # The floors, read from pyproject.toml (no TOML parser needed: the lines are plain).
 floor() { sed -n "s/^dependencies = .*\"$1>=\([0-9.]*\)\".*/\1/p" pyproject.toml; }
-numpy=$(floor numpy)
-scipy=$(floor scipy)
+numpy=${NUMPY:-$(floor numpy)}     # NUMPY=1.24 tools/test_oldest_deps.sh: another version
+scipy=${SCIPY:-$(floor scipy)}
 oldest_python=$(sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
 [ -n "$numpy" ] && [ -n "$scipy" ] && [ -n "$oldest_python" ] || {
     echo "could not read the floors from pyproject.toml" >&2; exit 1; }
