@@ -28,9 +28,10 @@ echo "== built $(basename "$raw")"
 PATH="$work/tools-venv/bin:$PATH" auditwheel repair --wheel-dir "$work/repaired" "$raw"
 wheel=$(ls "$work"/repaired/sparsetconv-*.whl)
 PATH="$work/tools-venv/bin:$PATH" auditwheel show "$wheel"
-echo "== bundled libraries:"
-"$work/tools-venv/bin/python" -m zipfile -l "$wheel" | grep -E '\.libs/|\.so' || true
-"$work/tools-venv/bin/python" -m zipfile -l "$wheel" | grep -q 'sparsetconv.libs/libgomp' \
+listing=$("$work/tools-venv/bin/python" -m zipfile -l "$wheel")
+echo "== compiled modules and bundled libraries:"
+grep -E '\.libs/|\.so' <<< "$listing" || true
+grep -q 'sparsetconv.libs/libgomp' <<< "$listing" \
     || { echo "error: libgomp is not bundled in $wheel" >&2; exit 1; }
 
 "$PYTHON" -m venv "$work/test-venv"
