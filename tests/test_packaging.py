@@ -22,10 +22,19 @@ SOURCE_TREE_MESSAGE = (
 )
 
 
+# An editable install's finder (setuptools' ``__editable__`` module) would resolve the
+# copied package's ``_kernels`` to the checkout's compiled module; take it out, so the
+# copy is imported as it would be beside a regular install.
+_NO_EDITABLE_FINDER = (
+    "import sys; sys.meta_path[:] = [f for f in sys.meta_path "
+    "if '__editable__' not in str(getattr(f, '__module__', ''))]\n"
+)
+
+
 def _python(code, cwd):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env=env)
+    return subprocess.run([sys.executable, "-c", _NO_EDITABLE_FINDER + code],
+                          capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
 
 
 # ---------------------------------------------------------------------------
