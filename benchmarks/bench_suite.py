@@ -1,4 +1,4 @@
-"""The layer suite of BENCHMARKS.md: sparsetconv against PyTorch and ONNX Runtime.
+"""The layer suite: sparsetconv against PyTorch and ONNX Runtime.
 
 Every case is a float32 transposed convolution with bias.  For each thread count the
 script builds every competitor once, checks every output against one oracle (PyTorch

@@ -7,6 +7,53 @@ convolution is ``A.T``.  The library builds that matrix (:func:`conv_matrix`,
 to NumPy arrays (:func:`conv_transpose`, :func:`conv` and their 1-D/2-D/3-D aliases).
 """
 
+import os as _os
+
+
+def _source_tree_error(error):
+    """The ImportError to raise when the compiled extension is missing.
+
+    Importing from a source checkout that was never built (for example running
+    ``python -m pytest`` in the repository root after a non-editable install) finds
+    this folder before the installed package; say so instead of letting Python report
+    a circular import.
+    """
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    built = any(
+        _os.path.exists(_os.path.join(here, "_kernels" + suffix)) for suffix in EXTENSION_SUFFIXES
+    )
+    source_tree = _os.path.exists(_os.path.join(here, "_kernels.pyx")) and _os.path.exists(
+        _os.path.join(_os.path.dirname(here), "setup.py")
+    )
+    if built:
+        return None  # a built extension that fails to load: the original error says why
+    if source_tree:
+        message = (
+            "sparsetconv is being imported from its source tree, which has no compiled "
+            "extension: run `pip install -e .`, or run from another directory "
+            f"(imported from {here})"
+        )
+    else:
+        message = (
+            f"sparsetconv's compiled extension is missing from {here}: reinstall the "
+            "package (`pip install --force-reinstall sparsetconv`)"
+        )
+    return ImportError(message, name=__name__, path=here)
+
+
+try:
+    from . import _kernels, _openmp  # noqa: F401  (the compiled extension)
+except ImportError as _error:
+    _replacement = _source_tree_error(_error)
+    if _replacement is None:
+        raise
+    # "from None": the underlying "partially initialized module ... (most likely due to
+    # a circular import)" would send the reader the wrong way.
+    raise _replacement from None
+
+from ._config import show_config
 from ._threads import get_num_threads, openmp_enabled, set_num_threads, threads
 from .functional import (
     conv,
@@ -45,5 +92,5 @@ __all__ = [
     "as_linear_operator", "deconvolve", "ConvergenceWarning",
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
     "explain", "contributions", "output_terms", "plot_zero_stuffed", "animate_zero_stuffed",
-    "plot_contributions", "plot_matrix",
+    "plot_contributions", "plot_matrix", "show_config",
 ]

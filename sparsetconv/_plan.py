@@ -63,7 +63,7 @@ class ConvPlan:
 
     @property
     def flops(self):
-        """Useful multiply-adds times two (BENCHMARKS.md's definition)."""
+        """Useful multiply-adds times two (as the benchmarks count them)."""
         n = 1 if self.batch is None else self.batch
         per_group = self.large_channels // self.groups
         return (2 * n * self.small_channels * per_group * prod(self.geometry.kernel)

@@ -1,4 +1,4 @@
-"""Thread count of the compiled kernels (SPEC section 8).
+"""Thread count of the compiled kernels.
 
 One setting governs both OpenMP and the BLAS calls the kernels make.  BLAS is called
 from inside the kernels' own parallel regions, one block per thread, with the BLAS
@@ -8,9 +8,12 @@ scipy links (found here at import); without it, GEMM blocks run from one thread 
 the BLAS library keeps its own threading.
 """
 
+from __future__ import annotations
+
 import contextlib
 import ctypes
 import os
+from typing import Iterator
 
 from . import _kernels
 from ._openmp import openmp_enabled, openmp_max_threads
@@ -29,7 +32,7 @@ def current_threads():
     return openmp_max_threads() if _OPENMP else 1
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of threads the compiled kernels may use.
 
     The default is OpenMP's (it honours ``OMP_NUM_THREADS``); 1 in a serial build.
@@ -42,7 +45,7 @@ def get_num_threads():
     return current_threads()
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Set the number of threads of the compiled kernels (and of their BLAS calls).
 
     Parameters
@@ -66,7 +69,7 @@ def set_num_threads(n):
 
 
 @contextlib.contextmanager
-def threads(n):
+def threads(n: int) -> Iterator[None]:
     """Context manager: run the enclosed calls with ``n`` threads, then restore.
 
     Examples

@@ -2,7 +2,7 @@
 
 Everything here turns user input (ints, tuples, pairs, strings, dtypes) into plain
 tuples of Python ints or NumPy dtypes, or raises an error that names the argument,
-the axis and the offending values (SPEC section 9).  Nothing here touches array data.
+the axis and the offending values.  Nothing here touches array data.
 """
 
 import operator
@@ -109,7 +109,7 @@ def padding_for_display(pairs):
 
 
 # ---------------------------------------------------------------------------
-# dtypes (SPEC section 1): one table, used by every entry point.
+# dtypes: one table, used by every entry point.
 
 def compute_dtype(dtype, name):
     """Map one array's dtype to the dtype it is computed in (float32 or float64)."""

@@ -1,4 +1,4 @@
-"""Understanding transposed convolution (SPEC section 7): words, buffers and pictures.
+"""Understanding transposed convolution: words, buffers and pictures.
 
 - :func:`explain` derives the output size with your numbers, shows the equivalent
   stride-1 convolution over a zero-stuffed input, and names the convolution whose
@@ -13,10 +13,14 @@
   optional ``plot`` extra).
 """
 
+from __future__ import annotations
+
 import itertools
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._typing import ArrayLike, IntOrTuple, Padding, Size
 from ._validation import as_int, padding_spec
 from .matrix import conv_transpose_matrix
 from .shapes import resolve_conv_transpose
@@ -25,7 +29,9 @@ __all__ = ["explain", "contributions", "output_terms", "plot_zero_stuffed",
            "animate_zero_stuffed", "plot_contributions", "plot_matrix"]
 
 
-def explain(input_size, kernel_size, stride=1, padding=0, output_padding=0, dilation=1):
+def explain(input_size: Size, kernel_size: IntOrTuple, stride: IntOrTuple = 1,
+            padding: Padding = 0, output_padding: IntOrTuple = 0,
+            dilation: IntOrTuple = 1) -> str:
     """Explain, with the numbers filled in, what a transposed convolution does to shapes.
 
     Parameters are those of :func:`sparsetconv.conv_transpose_output_size`.
@@ -176,7 +182,9 @@ def _explain_axis(f, members, rank, spec):
     return lines
 
 
-def contributions(input, weight, stride=1, padding=0, output_padding=0, dilation=1):
+def contributions(input: ArrayLike, weight: ArrayLike, stride: IntOrTuple = 1,
+                  padding: Padding = 0, output_padding: IntOrTuple = 0,
+                  dilation: IntOrTuple = 1) -> np.ndarray:
     """The buffer each input element contributes; their sum is the transposed convolution.
 
     For a single channel: input element ``i`` writes ``input[i] * weight`` into the
@@ -228,7 +236,11 @@ def contributions(input, weight, stride=1, padding=0, output_padding=0, dilation
     return np.ascontiguousarray(buffers.T).reshape(x.shape + out_shape)
 
 
-def output_terms(input, weight, index, stride=1, padding=0, output_padding=0, dilation=1):
+def output_terms(
+    input: ArrayLike, weight: ArrayLike, index: Union[int, Sequence[int]],
+    stride: IntOrTuple = 1, padding: Padding = 0, output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+) -> List[Tuple[Tuple[int, ...], Tuple[int, ...], float, float]]:
     """The terms whose sum is one output element of a transposed convolution.
 
     For a single channel, output position ``o`` receives ``input[i] * weight[k]`` for

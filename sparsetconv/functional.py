@@ -1,4 +1,4 @@
-"""Functional API (SPEC section 3): ``conv_transpose*`` and ``conv*`` on NumPy arrays.
+"""Functional API: ``conv_transpose*`` and ``conv*`` on NumPy arrays.
 
 Each call is validated and normalised once into a :class:`~sparsetconv._plan.ConvPlan`
 (cached by shapes and arguments), then handed to a backend:
@@ -12,13 +12,16 @@ Each call is validated and normalised once into a :class:`~sparsetconv._plan.Con
 The 1-D/2-D/3-D names are thin aliases of the N-d functions that only pin the rank.
 """
 
+from __future__ import annotations
+
 import functools
-import inspect
+from typing import Optional, Sequence
 
 import numpy as np
 
 from . import _compiled
 from ._plan import _plain, check_backend, make_plan
+from ._typing import ArrayLike, Backend, IntOrTuple, Padding
 from .matrix import _operator_matrix
 
 __all__ = [
@@ -27,8 +30,11 @@ __all__ = [
 ]
 
 
-def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding=0,
-                   groups=1, dilation=1, *, output_size=None, backend="auto", _rank=None):
+def conv_transpose(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+                   stride: IntOrTuple = 1, padding: Padding = 0,
+                   output_padding: IntOrTuple = 0, groups: int = 1,
+                   dilation: IntOrTuple = 1, *, output_size: Optional[Sequence[int]] = None,
+                   backend: Backend = "auto") -> np.ndarray:
     """Transposed convolution ("fractionally-strided convolution"), N-d.
 
     Every input element ``x[n, ci, i]`` adds ``x[n, ci, i] * weight[ci, :, k]`` into
@@ -63,7 +69,8 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
     numpy.ndarray
         ``(N, C_out, *out)``, or ``(C_out, *out)`` for an unbatched input, where
         ``out = (in - 1)*stride - pad_begin - pad_end + dilation*(kernel - 1)
-        + output_padding + 1``.  dtype: float32 or float64 (SPEC section 1).
+        + output_padding + 1``.  dtype: float32 or float64 (integers and bools
+        compute in float64, float16 in float32).
 
     Examples
     --------
@@ -76,12 +83,13 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
              [ 8.,  2., 12.,  3.],
              [ 4.,  6.,  6.,  9.]]]])
     """
-    return _apply(True, _rank, input, weight, bias, stride, padding, output_padding,
+    return _apply(True, None, input, weight, bias, stride, padding, output_padding,
                   groups, dilation, output_size, backend)
 
 
-def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-         backend="auto", _rank=None):
+def conv(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+         stride: IntOrTuple = 1, padding: Padding = 0, dilation: IntOrTuple = 1,
+         groups: int = 1, *, backend: Backend = "auto") -> np.ndarray:
     """Convolution (cross-correlation, as in deep learning), N-d.
 
     ``out[n, co, o] = bias[co] + sum over ci in co's group and taps k of
@@ -115,7 +123,7 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     >>> conv(np.arange(5.0).reshape(1, 1, 5), np.ones((1, 1, 3)), stride=2)
     array([[[3., 9.]]])
     """
-    return _apply(False, _rank, input, weight, bias, stride, padding, 0, groups,
+    return _apply(False, None, input, weight, bias, stride, padding, 0, groups,
                   dilation, None, backend)
 
 
@@ -181,30 +189,48 @@ def _sparse(plan, x, w, b):
     return out
 
 
-def _ranked(function, rank):
-    """``function`` with the spatial rank pinned: the public ``*1d/2d/3d`` names."""
-    name = f"{function.__name__}{rank}d"
+# The ranked names: real functions with the N-d signature (so introspection, help() and
+# argument errors read as for the N-d function), built once per rank by these factories.
 
-    def alias(*args, **kwargs):
-        return function(*args, _rank=rank, **kwargs)
+def _conv_transpose_ranked(rank):
+    def alias(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+              stride: IntOrTuple = 1, padding: Padding = 0,
+              output_padding: IntOrTuple = 0, groups: int = 1,
+              dilation: IntOrTuple = 1, *, output_size: Optional[Sequence[int]] = None,
+              backend: Backend = "auto") -> np.ndarray:
+        return _apply(True, rank, input, weight, bias, stride, padding, output_padding,
+                      groups, dilation, output_size, backend)
+    return _named(alias, "conv_transpose", rank)
 
-    signature = inspect.signature(function)
-    alias.__signature__ = signature.replace(
-        parameters=[p for p in signature.parameters.values() if p.name != "_rank"]
-    )
-    alias.__name__ = alias.__qualname__ = name
-    alias.__module__ = function.__module__
+
+def _conv_ranked(rank):
+    def alias(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+              stride: IntOrTuple = 1, padding: Padding = 0, dilation: IntOrTuple = 1,
+              groups: int = 1, *, backend: Backend = "auto") -> np.ndarray:
+        return _apply(False, rank, input, weight, bias, stride, padding, 0, groups,
+                      dilation, None, backend)
+    return _named(alias, "conv", rank)
+
+
+def _named(alias, base, rank):
+    name = alias.__name__ = alias.__qualname__ = f"{base}{rank}d"
+    # Argument errors name the code object ("conv2d() got an unexpected keyword ...").
+    names = {"co_name": name}
+    if hasattr(alias.__code__, "co_qualname"):  # Python 3.11+
+        names["co_qualname"] = name
+    alias.__code__ = alias.__code__.replace(**names)
+    alias.__module__ = __name__
     alias.__doc__ = (
-        f"{rank}-D :func:`{function.__name__}`: the same function, with a weight of "
-        f"{rank + 2} dimensions required.\n\nSee :func:`sparsetconv.{function.__name__}` "
+        f"{rank}-D :func:`{base}`: the same function, with a weight of "
+        f"{rank + 2} dimensions required.\n\nSee :func:`sparsetconv.{base}` "
         f"for the parameters, shapes and dtypes."
     )
     return alias
 
 
-conv_transpose1d = _ranked(conv_transpose, 1)
-conv_transpose2d = _ranked(conv_transpose, 2)
-conv_transpose3d = _ranked(conv_transpose, 3)
-conv1d = _ranked(conv, 1)
-conv2d = _ranked(conv, 2)
-conv3d = _ranked(conv, 3)
+conv_transpose1d = _conv_transpose_ranked(1)
+conv_transpose2d = _conv_transpose_ranked(2)
+conv_transpose3d = _conv_transpose_ranked(3)
+conv1d = _conv_ranked(1)
+conv2d = _conv_ranked(2)
+conv3d = _conv_ranked(3)

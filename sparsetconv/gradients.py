@@ -1,4 +1,4 @@
-"""Backward passes (SPEC section 5): gradients of ``conv_transpose`` and ``conv``.
+"""Backward passes: gradients of ``conv_transpose`` and ``conv``.
 
 A transposed convolution and a convolution with the same weight are adjoint, so each
 one's input gradient is the other one -- computed by the same kernels as the forward
@@ -11,7 +11,10 @@ every stored entry of the operator's matrix names the weight element it holds, s
 ``grad_w[e] = sum over entries with index e of grad_output[row] * input[col]``.
 """
 
+from __future__ import annotations
+
 import functools
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -20,15 +23,18 @@ from ._plan import adjoint_plan, check_backend, make_plan
 from ._validation import compute_dtype
 from .functional import _sparse
 from .matrix import _operator_matrix
+from ._typing import ArrayLike, Backend, IntOrTuple, Padding
 
 __all__ = ["conv_transpose_backward", "conv_backward"]
 
 NEEDS = ("input", "weight", "bias")
 
 
-def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0,
-                            output_padding=0, groups=1, dilation=1, *, needs=NEEDS,
-                            backend="auto"):
+def conv_transpose_backward(
+    grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike, stride: IntOrTuple = 1,
+    padding: Padding = 0, output_padding: IntOrTuple = 0, groups: int = 1,
+    dilation: IntOrTuple = 1, *, needs: Iterable[str] = NEEDS, backend: Backend = "auto",
+) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
     """Gradients of ``conv_transpose(input, weight, bias, ...)`` for ``grad_output``.
 
     Parameters
@@ -61,8 +67,11 @@ def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0,
                      groups, dilation, needs, backend)
 
 
-def conv_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                  needs=NEEDS, backend="auto"):
+def conv_backward(
+    grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike, stride: IntOrTuple = 1,
+    padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *,
+    needs: Iterable[str] = NEEDS, backend: Backend = "auto",
+) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
     """Gradients of ``conv(input, weight, bias, ...)`` for ``grad_output``.
 
     ``grad_input`` is the transposed convolution of ``grad_output`` with the same weight,

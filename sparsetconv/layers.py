@@ -1,4 +1,4 @@
-"""Layers with PyTorch's constructor signatures, in NumPy (SPEC section 6).
+"""Layers with PyTorch's constructor signatures, in NumPy.
 
 ``ConvTranspose1d/2d/3d`` and ``Conv1d/2d/3d`` hold a weight and a bias initialised as
 PyTorch does, run forward with ``layer(x)`` and backward with

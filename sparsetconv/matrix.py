@@ -23,20 +23,25 @@ No COO triplets and no sort of the full matrix: peak memory is the matrix itself
 plus one row-channel block.
 """
 
+from __future__ import annotations
+
 from math import prod
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse
 
 from ._plan import make_plan
+from ._typing import ArrayLike, IntOrTuple, Padding
 
 __all__ = ["conv_matrix", "conv_transpose_matrix"]
 
 DEFAULT_MAX_NNZ = 2**28
 
 
-def conv_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                max_nnz=DEFAULT_MAX_NNZ):
+def conv_matrix(input_shape: Sequence[int], weight: ArrayLike, stride: IntOrTuple = 1,
+                padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *,
+                max_nnz: int = DEFAULT_MAX_NNZ) -> scipy.sparse.csr_array:
     """Sparse matrix ``A`` of one sample's convolution (no bias).
 
     Parameters
@@ -71,8 +76,11 @@ def conv_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1, 
     return _operator_matrix(plan, weight, max_nnz)
 
 
-def conv_transpose_matrix(input_shape, weight, stride=1, padding=0, output_padding=0,
-                          groups=1, dilation=1, *, max_nnz=DEFAULT_MAX_NNZ):
+def conv_transpose_matrix(input_shape: Sequence[int], weight: ArrayLike,
+                          stride: IntOrTuple = 1, padding: Padding = 0,
+                          output_padding: IntOrTuple = 0, groups: int = 1,
+                          dilation: IntOrTuple = 1, *,
+                          max_nnz: int = DEFAULT_MAX_NNZ) -> scipy.sparse.csr_array:
     """Sparse matrix of one sample's transposed convolution (no bias).
 
     It is built as the transpose of the matrix of the convolution this one is the

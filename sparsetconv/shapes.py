@@ -1,4 +1,4 @@
-"""Shape arithmetic of convolution and transposed convolution (SPEC section 2).
+"""Shape arithmetic of convolution and transposed convolution.
 
 Every convolution in this library is described by one :class:`Geometry`: a "large"
 side (the convolution's input, the transposed convolution's output) and a "small"
@@ -14,7 +14,10 @@ positions each side has, so a resolved Geometry keeps the sizes and ``pad_begin`
 Sizes are tuples of ints, one per spatial axis; a bare int means a 1-D size.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import Dict, Tuple
 
 from ._validation import (
     as_int,
@@ -23,6 +26,7 @@ from ._validation import (
     padding_for_display,
     padding_spec,
 )
+from ._typing import IntOrTuple, Padding, Size
 
 __all__ = [
     "Geometry",
@@ -277,7 +281,8 @@ def resolve_conv_transpose(input_size, kernel_size, stride=1, padding=0,
 # ---------------------------------------------------------------------------
 # Public functions.
 
-def conv_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
+def conv_output_size(input_size: Size, kernel_size: IntOrTuple, stride: IntOrTuple = 1,
+                     padding: Padding = 0, dilation: IntOrTuple = 1) -> Tuple[int, ...]:
     """Spatial output size of a convolution.
 
     ``out = floor((in + pad_begin + pad_end - dilation*(kernel - 1) - 1) / stride) + 1``
@@ -305,8 +310,10 @@ def conv_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
     return resolve_conv(input_size, kernel_size, stride, padding, dilation).small
 
 
-def conv_transpose_output_size(input_size, kernel_size, stride=1, padding=0,
-                               output_padding=0, dilation=1):
+def conv_transpose_output_size(input_size: Size, kernel_size: IntOrTuple,
+                               stride: IntOrTuple = 1, padding: Padding = 0,
+                               output_padding: IntOrTuple = 0,
+                               dilation: IntOrTuple = 1) -> Tuple[int, ...]:
     """Spatial output size of a transposed convolution.
 
     ``out = (in - 1)*stride - pad_begin - pad_end + dilation*(kernel - 1) + output_padding + 1``
@@ -329,8 +336,9 @@ def conv_transpose_output_size(input_size, kernel_size, stride=1, padding=0,
     ).large
 
 
-def output_padding_for(input_size, output_size, kernel_size, stride=1, padding=0,
-                       dilation=1):
+def output_padding_for(input_size: Size, output_size: Size, kernel_size: IntOrTuple,
+                       stride: IntOrTuple = 1, padding: Padding = 0,
+                       dilation: IntOrTuple = 1) -> Tuple[int, ...]:
     """The ``output_padding`` that makes a transposed convolution produce ``output_size``.
 
     This is what ``torch.nn.ConvTranspose2d.forward(x, output_size=...)`` computes.
@@ -384,7 +392,9 @@ def output_padding_for(input_size, output_size, kernel_size, stride=1, padding=0
     return tuple(result)
 
 
-def inverse_conv_params(conv_input_size, kernel_size, stride=1, padding=0, dilation=1):
+def inverse_conv_params(conv_input_size: Size, kernel_size: IntOrTuple,
+                        stride: IntOrTuple = 1, padding: Padding = 0,
+                        dilation: IntOrTuple = 1) -> Dict[str, Tuple]:
     """Arguments of the transposed convolution that undoes a convolution's shape change.
 
     A strided convolution maps several input sizes to the same output size; the

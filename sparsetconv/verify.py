@@ -1,4 +1,4 @@
-"""Verifying a transposed convolution (SPEC section 5): the dot test and gradcheck.
+"""Verifying a transposed convolution: the dot test and gradcheck.
 
 A transposed convolution is the adjoint of the convolution with the same weight:
 ``<conv(x), y> == <x, conv_transpose(y)>`` for every ``x`` and ``y``.
@@ -7,10 +7,15 @@ seismic imaging); :func:`gradcheck` compares any analytic gradient with central 
 differences, in the manner of ``torch.autograd.gradcheck``.
 """
 
+from __future__ import annotations
+
 from collections import namedtuple
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
+from ._typing import ArrayLike, Backend, IntOrTuple, Padding
 from .functional import conv, conv_transpose
 from .shapes import resolve_conv
 
@@ -34,8 +39,12 @@ ok : bool
 _TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
 
 
-def adjoint_check(input_shape, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                  dtype=np.float64, backend="auto", rng=None, forward=None, adjoint=None):
+def adjoint_check(input_shape: Sequence[int], weight: ArrayLike, stride: IntOrTuple = 1,
+                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *,
+                  dtype: DTypeLike = np.float64, backend: Backend = "auto",
+                  rng: Union[None, int, np.random.Generator] = None,
+                  forward: Optional[Callable[..., np.ndarray]] = None,
+                  adjoint: Optional[Callable[..., np.ndarray]] = None) -> AdjointCheck:
     """The dot test: is the transposed convolution the adjoint of the convolution?
 
     Parameters
@@ -83,7 +92,7 @@ def adjoint_check(input_shape, weight, stride=1, padding=0, dilation=1, groups=1
             return conv(x, weight, None, stride, padding, dilation, groups, backend=backend)
     if adjoint is None:
         # The adjoint gets the convolution's padding resolved to (begin, end) pairs:
-        # "same" means something else for a transposed convolution (SPEC section 1).
+        # "same" means something else for a transposed convolution (see conv_transpose).
         geometry = resolve_conv(input_shape[1:], weight.shape[2:], stride, padding, dilation)
         pairs = tuple(zip(geometry.pad_begin, geometry.pad_end))
 
@@ -104,7 +113,10 @@ def adjoint_check(input_shape, weight, stride=1, padding=0, dilation=1, groups=1
     return AdjointCheck(lhs, rhs, rel_gap, rel_gap <= _TOLERANCE[dtype])
 
 
-def gradcheck(fn, inputs, grad_fn, *, eps=1e-6, atol=1e-5, rtol=1e-3, rng=None):
+def gradcheck(fn: Callable[..., ArrayLike], inputs: Sequence[ArrayLike],
+              grad_fn: Callable[..., Sequence[Optional[ArrayLike]]], *, eps: float = 1e-6,
+              atol: float = 1e-5, rtol: float = 1e-3,
+              rng: Union[None, int, np.random.Generator] = None) -> bool:
     """Compare analytic gradients with central finite differences.
 
     For a random ``grad_output`` of ``fn(*inputs)``'s shape, the scalar

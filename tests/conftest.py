@@ -8,7 +8,7 @@
 - ``conv_configs(rank)``: a hypothesis strategy drawing one random valid (transposed)
   convolution, small enough for the plain-loop reference of ``reference.py``.
 - :func:`explicit_padding`: ``"same"``/``"valid"``/ints/pairs turned into per-axis
-  ``(begin, end)`` pairs for the reference, written from SPEC section 1.
+  ``(begin, end)`` pairs for the reference, written from the padding conventions.
 """
 
 import functools
@@ -29,7 +29,7 @@ from sparsetconv.testing.strategies import SYMMETRIC_PADDING_KINDS  # noqa: F401
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # ---------------------------------------------------------------------------
-# The seeds' printed answers (../shared/seeds/), written down once.
+# The printed answers of the users' questions (the README tour), written down once.
 
 SEED_002_OUT = np.array([[0, 0, 4, 1],
                          [0, 0, 2, 3],
@@ -87,7 +87,7 @@ def backend(request):
 
 
 # ---------------------------------------------------------------------------
-# Padding and sizes, from SPEC sections 1 and 2 (independent of the library)
+# Padding and sizes, from the conventions and formulas (independent of the library)
 
 def _per_axis(value, rank):
     return (value,) * rank if isinstance(value, int) else tuple(value)
@@ -129,7 +129,7 @@ def explicit_padding(padding, in_size, kernel, stride=1, dilation=1, *, transpos
 
 def output_spatial(in_size, kernel, stride, pairs, dilation, output_padding=0, *,
                    transposed):
-    """SPEC section 2's output-size formulas, per axis."""
+    """The output-size formulas, per axis."""
     rank = len(in_size)
     kernel, stride = _per_axis(kernel, rank), _per_axis(stride, rank)
     dilation = _per_axis(dilation, rank)
@@ -168,7 +168,7 @@ class ConvConfig:
     padding: object         # as passed: int, tuple of ints / pairs, "same", "valid"
     output_padding: object  # as passed (0 for a convolution)
     pairs: tuple            # explicit (begin, end) per axis, for the reference
-    out_size: tuple         # expected output spatial size (SPEC formula)
+    out_size: tuple         # expected output spatial size (the formula)
     bias: bool
     seed: int
 
@@ -259,7 +259,7 @@ def conv_configs(draw, rank=None, *, transposed=True, padding_kinds=PADDING_KIND
 
 
 def tolerance(dtype, reference):
-    """SPEC section 3's tolerance: ``(rtol, atol)`` for a result of ``dtype``."""
+    """The tolerance: ``(rtol, atol)`` for a result of ``dtype``."""
     scale = max(1.0, float(np.max(np.abs(reference), initial=0.0)))
     if np.dtype(dtype) == np.float64:
         return 1e-12, 1e-12 * scale

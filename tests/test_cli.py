@@ -1,6 +1,6 @@
-"""The command line (SPEC section 7): ``python -m sparsetconv {shape,explain,bench}``.
+"""The command line: ``python -m sparsetconv {shape,explain,bench}``.
 
-Sizes are checked against SPEC section 2's formulas written out here; argument errors
+Sizes are checked against the output-size formulas written out here; argument errors
 must give exit status 2 and exactly one line on stderr, with no traceback.
 """
 

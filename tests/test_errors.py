@@ -1,4 +1,4 @@
-"""Errors and input safety (SPEC section 9) for the functional API and the matrices.
+"""Errors and input safety for the functional API and the matrices.
 
 Every error is checked for its type and for naming the argument; the valid calls next
 to them are checked against tests/reference.py.

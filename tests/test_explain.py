@@ -1,4 +1,4 @@
-"""Understanding the operation (SPEC section 7): ``explain``, ``contributions`` and the
+"""Understanding the operation: ``explain``, ``contributions`` and the
 pictures, checked against the size formulas written out here, ``tests/reference.py``
 and ``stc.conv_transpose``, and against the seed questions (000, 001, 003, 004).
 """
@@ -22,7 +22,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------------------
-# Formulas of SPEC section 2, written out again.
+# The output-size formulas, written out again.
 
 def transposed_size(n, k, s, pb, pe, op, d):
     return (n - 1) * s - pb - pe + d * (k - 1) + op + 1
@@ -94,7 +94,7 @@ def test_explain_seed_000_padding_amount_is_zero_and_dilation_one_means_no_gaps(
     text = stc.explain((2, 2), 2, stride=2, padding=1)
     amounts = padding_amount_lines(text)
     assert amounts, text
-    # dilation*(kernel - 1) - padding = 1*(2 - 1) - 1 = 0, not the -1 of seed 000's
+    # dilation*(kernel - 1) - padding = 1*(2 - 1) - 1 = 0, not the -1 of the forum answer's
     # "0*(2-1)-1" (dilation=1 is no dilation).
     for line in amounts:
         assert line.rstrip().endswith("= 0"), line

@@ -1,8 +1,8 @@
-"""The functional API (SPEC sections 1 and 3) against the plain-loop reference.
+"""The functional API against the plain-loop reference.
 
 Every value check compares with ``reference.py`` (loops written from the definition),
 with numbers worked out by hand, or with the seed documents; shapes are checked
-against SPEC section 2's formulas written out in ``conftest.py``.
+against the output-size formulas written out in ``conftest.py``.
 """
 
 import itertools
@@ -74,7 +74,7 @@ def test_seed_003_every_backend(backend):
 
 
 def test_seed_003_padding_2_gives_2x2_by_hand(backend):
-    # Seed 003's "s=2, p=1" 2x2 input [[2, 4], [0, 1]], kernel [[3, 1], [1, 5]]:
+    # The tutorial's "s=2, p=1" 2x2 input [[2, 4], [0, 1]], kernel [[3, 1], [1, 5]]:
     # full 4x4 output cropped by one on every side.
     x = np.array([[2.0, 4.0], [0.0, 1.0]]).reshape(1, 1, 2, 2)
     w = np.array([[3.0, 1.0], [1.0, 5.0]]).reshape(1, 1, 2, 2)
@@ -84,7 +84,7 @@ def test_seed_003_padding_2_gives_2x2_by_hand(backend):
 
 
 def test_seed_004_buffer_sum(backend):
-    # Seed 004: 2x2 input, 2x2 kernel, stride 1: the 3x3 sum of the four buffers.
+    # A 2x2 input, 2x2 kernel, stride 1: the 3x3 sum of the four buffers.
     x = np.array([[2.0, 4.0], [0.0, 1.0]]).reshape(1, 1, 2, 2)
     w = np.array([[3.0, 1.0], [1.0, 5.0]]).reshape(1, 1, 2, 2)
     got = stc.conv_transpose2d(x, w, backend=backend)
@@ -257,7 +257,7 @@ def test_empty_batch(rank, dtype, backend):
 
 
 # ---------------------------------------------------------------------------
-# dtypes (SPEC section 1's table)
+# dtypes (the table in conv_transpose's docstring and the docs' conventions page)
 
 def _array_of(dtype, shape, rng):
     dtype = np.dtype(dtype)
@@ -364,7 +364,7 @@ def test_memory_layouts_conv_transpose(layout, dtype, backend):
     got = stc.conv_transpose2d(xs, ws, bs, 2, ((1, 0), 1), 1, 2, (1, 2), backend=backend)
     ref = conv_transpose_reference(x, w, b, 2, [(1, 0), 1], 1, 2, (1, 2))
     assert got.shape == ref.shape
-    # Python lists of floats are float64 arrays (SPEC section 1's table).
+    # Python lists of floats are float64 arrays (the dtype table).
     assert got.dtype == (np.float64 if layout == "list" else dtype)
     assert_matches(got, ref, dtype)
     for a, snap in zip((xs, ws, bs), before):
@@ -383,7 +383,7 @@ def test_memory_layouts_conv(layout, dtype, backend):
     got = stc.conv2d(xs, ws, bs, 2, ((1, 0), 1), (1, 2), 2, backend=backend)
     ref = conv_reference(x, w, b, 2, [(1, 0), 1], (1, 2), 2)
     assert got.shape == ref.shape
-    # Python lists of floats are float64 arrays (SPEC section 1's table).
+    # Python lists of floats are float64 arrays (the dtype table).
     assert got.dtype == (np.float64 if layout == "list" else dtype)
     assert_matches(got, ref, dtype)
     for a, snap in zip((xs, ws, bs), before):
@@ -437,7 +437,7 @@ def test_output_size_unbatched(backend):
 
 
 def test_output_size_beyond_pytorch_with_dilation(backend):
-    # dilation 3 > stride 2: output_padding may reach 2 (SPEC section 2).
+    # dilation 3 > stride 2: output_padding may reach 2 (< max(stride, dilation)).
     rng = _rng(10)
     x = rng.standard_normal((1, 1, 3))
     w = rng.standard_normal((1, 2, 2))

@@ -1,8 +1,8 @@
-"""Backward passes (SPEC section 5): ``conv_transpose_backward`` and ``conv_backward``.
+"""Backward passes: ``conv_transpose_backward`` and ``conv_backward``.
 
 Every expected value comes from outside the code under test: PyTorch autograd, central
 finite differences (``gradcheck``, whose forward is the functional API tested against
-PyTorch elsewhere), or the matrix form of SPEC section 4 -- the input gradient is
+PyTorch elsewhere), or the matrix form (``conv_matrix``) -- the input gradient is
 ``M.T @ grad_output`` and, the operator being linear in the weight, the weight gradient
 is ``<grad_output, M(e_k) @ x>`` with ``M(e_k)`` the matrix built from a unit weight.
 """
@@ -121,7 +121,7 @@ def test_conv_backward_matches_torch(rank, data, dtype):
 
 def _fixed_config(transposed, x_shape, w_shape, *, stride=1, padding=0, output_padding=0,
                   groups=1, dilation=1, seed=0):
-    """A ConvConfig for hand-picked shapes (the sizes from SPEC section 2's formulas)."""
+    """A ConvConfig for hand-picked shapes (the sizes from the output-size formulas)."""
     rank = len(w_shape) - 2
     in_size, kernel = tuple(x_shape[-rank:]), tuple(w_shape[2:])
     pairs = explicit_padding(padding, in_size, kernel, stride, dilation,

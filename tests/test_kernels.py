@@ -20,7 +20,7 @@ from sparsetconv._plan import make_plan
 ALGORITHMS = dict(_compiled.ALGORITHMS)
 LAYOUTS = ("C", "F", "strided", "reversed", "readonly")
 
-# The layers of BENCHMARKS.md: (input, weight, stride, padding, output_padding, dilation, groups)
+# The layers of benchmarks/bench_suite.py: (input, weight, stride, padding, output_padding, dilation, groups)
 SUITE = {
     "dcgan1": ((16, 100, 1, 1), (100, 512, 4, 4), 1, 0, 0, 1, 1),
     "dcgan2": ((16, 512, 4, 4), (512, 256, 4, 4), 2, 1, 0, 1, 1),

@@ -1,4 +1,4 @@
-"""The layers (SPEC section 6) against ``torch.nn`` and against their own contract.
+"""The layers against ``torch.nn`` and against their own contract.
 
 - Forward and backward (input gradient, ``weight_grad``, ``bias_grad``) of every class
   against the ``torch.nn`` module holding the same weights, float64, on random

@@ -1,4 +1,4 @@
-"""The matrix form (SPEC section 4): conv_matrix, conv_transpose_matrix and the identity
+"""The matrix form: conv_matrix, conv_transpose_matrix and the identity
 ``conv_transpose_matrix(...) == conv_matrix(...).T`` entry for entry.
 
 Matrices are checked against the plain-loop reference in tests/reference.py, against

@@ -1,4 +1,4 @@
-"""Shape arithmetic (SPEC section 2), checked against the formulas written out here."""
+"""Shape arithmetic, checked against the formulas written out here."""
 
 import re
 
@@ -11,7 +11,7 @@ import sparsetconv as stc
 
 
 # ---------------------------------------------------------------------------
-# The formulas of SPEC section 2, written out independently of the library.
+# The output-size formulas, written out independently of the library.
 
 def transposed_size(n, k, s, pb, pe, op, d):
     return (n - 1) * s - pb - pe + d * (k - 1) + op + 1
@@ -63,7 +63,7 @@ def configs(draw, max_size=12, asymmetric=None):
 
 
 # ---------------------------------------------------------------------------
-# Seed 000: the forum question about padding that shrinks, and the 28x28 round trip.
+# The forum question about padding that shrinks, and the 28x28 round trip.
 
 def test_seed000_padding_shrinks_transposed_output():
     assert stc.conv_transpose_output_size((2, 2), 2, stride=2, padding=1) == (2, 2)
@@ -90,7 +90,7 @@ def test_seed000_stride1_round_trip_is_exact():
 
 
 # ---------------------------------------------------------------------------
-# Seed 001: ConvTranspose3d(128, 256, 3, 2, padding=1, output_padding=1).
+# The 3-D decoder question: ConvTranspose3d(128, 256, 3, 2, padding=1, output_padding=1).
 
 def test_seed001_3d_output_size():
     assert stc.conv_transpose_output_size(

@@ -1,5 +1,5 @@
-"""The functional API against ``torch.nn.functional`` (SPEC section 3: "results equal
-it to float rounding").  PyTorch takes only symmetric padding (an int or one int per
+"""The functional API against ``torch.nn.functional`` (results equal to float
+rounding).  PyTorch takes only symmetric padding (an int or one int per
 axis) and ``"same"`` only for a convolution with stride 1, so those are what is drawn.
 """
 
@@ -93,7 +93,7 @@ def test_conv_matches_torch(rank, data, dtype):
 @pytest.mark.parametrize("kernel", [1, 2, 3, 4])
 @pytest.mark.parametrize("dilation", [1, 2])
 def test_conv_same_stride_one_matches_torch(rank, kernel, dilation, backend):
-    # Even kernels: PyTorch puts the odd extra padding at the end, as SPEC section 1.
+    # Even kernels: PyTorch puts the odd extra padding at the end, as "same" does here.
     rng = np.random.default_rng(100 * rank + 10 * kernel + dilation)
     x = rng.standard_normal((2, 3) + (5, 4, 3)[:rank])
     w = rng.standard_normal((4, 3) + (kernel,) * rank)
@@ -139,7 +139,7 @@ OUTPUT_SIZE_CASES = [
     ((2, 4, 3, 2), (4, 1, 2, 3), (3, 2), (0, 1), 2, (1, 2), (10, 6)),   # (2, 1)
     ((2, 4, 3, 2), (4, 1, 2, 3), (3, 2), (0, 1), 2, (1, 2), (9, 5)),    # (1, 0)
     ((2, 4, 3, 2), (4, 1, 2, 3), (3, 2), (0, 1), 2, (1, 2), (2, 2, 8, 6)),  # with N, C
-    ((1, 1, 12, 16), (1, 1, 3, 3), 2, 1, 1, 1, (24, 32)),   # seed 001's sizes, in 2-D
+    ((1, 1, 12, 16), (1, 1, 3, 3), 2, 1, 1, 1, (24, 32)),   # ConvTranspose3d(k3, s2, p1, op1)'s sizes, in 2-D
 ]
 
 

@@ -1,7 +1,7 @@
-"""The dot test, gradcheck, the linear operator and deconvolve (SPEC section 5).
+"""The dot test, gradcheck, the linear operator and deconvolve.
 
 Expected values come from the plain-loop reference (``reference.py``), the sparse
-matrices of SPEC section 4 (``conv_matrix``/``conv_transpose_matrix``, dense on small
+matrices (``conv_matrix``/``conv_transpose_matrix``, dense on small
 cases), ``numpy.linalg.lstsq`` and closed-form NumPy, never from the code under test.
 """
 
@@ -170,7 +170,7 @@ def test_adjoint_check_rejects_an_adjoint_of_the_wrong_shape():
                           adjoint=lambda y: np.zeros((3, 10)))
 
 
-# SPEC section 1: conv padding "same" is valid at any stride (output ceil(n / stride)).
+# conv padding "same" is valid at any stride (output ceil(n / stride)).
 # Its adjoint exists for every input size, so the dot test must run for it.
 SAME_CASES = [
     # input_shape, weight shape, stride, dilation
@@ -365,7 +365,7 @@ DENSE_CASES = [
                                          output_padding=(2, 1), dilation=(3, 1), groups=2)),
     (True, (2, 2, 2, 3), (2, 2, 2, 1, 2), dict(stride=(2, 1, 1), padding=0,
                                                output_padding=(1, 2, 1), dilation=(1, 3, 2))),
-    # "same" (SPEC section 1), for both operators; with output_padding for the transpose
+    # "same", for both operators; with output_padding for the transpose
     (False, (2, 8), (2, 2, 3), dict(stride=2, padding="same")),
     (False, (2, 6, 5), (2, 2, 2, 3), dict(stride=1, padding="same", dilation=(2, 1))),
     (True, (2, 3), (2, 2, 3), dict(stride=2, padding="same")),
@@ -427,7 +427,7 @@ def test_linear_operator_output_padding_needs_transpose(output_padding):
 
 @pytest.mark.parametrize("size", [7, 8, 9])
 def test_linear_operator_conv_same_padding_is_adjoint(size):
-    # SPEC section 1: conv "same" at stride 2 is valid for every input size.
+    # conv "same" at stride 2 is valid for every input size.
     rng = np.random.default_rng(size)
     w = rng.standard_normal((2, 3, 3))
     A = stc.as_linear_operator((3, size), w, stride=2, padding="same")
@@ -609,7 +609,7 @@ def test_deconvolve_bad_arguments(kwargs, match):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_deconvolve_conv_same_padding(method):
-    # SPEC section 1: conv "same" at stride 2 maps sizes 7 and 8 both to 4.
+    # conv "same" at stride 2 maps sizes 7 and 8 both to 4.
     rng = np.random.default_rng(14)
     w = rng.standard_normal((1, 1, 3))
     y = rng.standard_normal((1, 4))
