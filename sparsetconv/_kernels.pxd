@@ -15,6 +15,13 @@ cdef enum Algorithm:
     KERNEL_ROWS = 1      # transposed, dilation 1 on x: one kernel row per input element
     GEMM = 2             # BLAS GEMM over a group's channels, then col2im / im2col
 
+cdef enum ColumnSource:
+    # GEMM only: where the GEMM's column matrix comes from
+    IM2COL = 0           # built per chunk in the columns buffer (im2col / col2im)
+    POINTWISE = 1        # kernel 1, stride 1, no padding: each sample's plane is its block
+    WHOLE_INPUT = 2      # the kernel covers the whole large side (small side 1x1x1):
+                         # the samples' large planes are the columns, side by side
+
 
 # One spatial axis (rank 1 and 2 are lifted to 3-D with unit axes).  The large side
 # is stored in phase-major order (see sparsetconv.shapes.AxisRelation): tap t meets
@@ -44,6 +51,7 @@ cdef struct Problem:
     Py_ssize_t c_large          # channels of the large side
     Py_ssize_t groups
     Py_ssize_t chunk            # GEMM: samples per chunk
+    ColumnSource column_source  # GEMM: see ColumnSource
     bint phased_large           # CONVOLVE / WEIGHT_GRADIENT: re-lay the large input out
                                 # phase-major on x (False when the x stride is 1)
 

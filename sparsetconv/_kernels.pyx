@@ -80,6 +80,7 @@ cdef extern from "_rowops.h" nogil:
 
 # The ids Python uses are these enum values (one definition).
 ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
+COLUMN_SOURCES = {"im2col": IM2COL, "pointwise": POINTWISE, "whole_input": WHOLE_INPUT}
 DIRECTIONS = {"transpose": TRANSPOSE, "convolve": CONVOLVE,
               "weight_gradient": WEIGHT_GRADIENT}
 
@@ -508,9 +509,11 @@ cdef void _im2col(floating *cols, const floating *large, Py_ssize_t count,
                             continue
                         src = (large + (((n * c_in + ci) * lz + iz) * ly + iy) * lx
                                + ax.offset[tx])
+                        # plain loops, not memcpy: the rows are often only 4-16 long
                         for i in range(i0):
                             dst[i] = 0
-                        memcpy(dst + i0, src + i0, (i1 - i0) * sizeof(floating))
+                        for i in range(i0, i1):
+                            dst[i] = src[i]
                         for i in range(i1, sx):
                             dst[i] = 0
 
@@ -527,7 +530,21 @@ cdef void _conv_chunk(floating *out, const floating *large, floating *w,
     cdef Py_ssize_t width = count * size, depth = (p.c_large // p.groups) * _kernel_size(p)
     cdef Py_ssize_t row, n, co, i
     cdef floating bias_value
+    cdef floating *target
     _im2col(cols, large + first * p.c_large * _large_size(p), count, p, n_threads)
+    if count == 1:
+        # one sample: the product's (channel, position) layout is the output's, so the
+        # GEMM accumulates onto the bias straight in the output
+        target = out + first * c_out * size
+        for row in prange(c_out, schedule="static", num_threads=n_threads):
+            bias_value = bias[row] if bias != NULL else 0
+            for i in range(size):
+                target[row * size + i] = bias_value
+        _grouped_gemm(b'N', b'N', <int> width, <int> cout_g, <int> depth,
+                      cols, <int> width, depth * width,
+                      w, <int> depth, cout_g * depth,
+                      1, target, <int> width, cout_g * width, p.groups, n_threads)
+        return
     # Row-major product (cout_g, width) = W_g (cout_g x depth) @ cols_g (depth x width);
     # column-major: product^T = cols_g^T @ W_g^T, both as 'N'.
     _grouped_gemm(b'N', b'N', <int> width, <int> cout_g, <int> depth,
@@ -663,6 +680,114 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
 
 
 # ---------------------------------------------------------------------------
+# GEMM without a column buffer: when the column matrix is the input itself
+# (ColumnSource POINTWISE or WHOLE_INPUT), BLAS reads the arrays where they are and
+# writes the result where it belongs -- no im2col, no col2im, no workspace.
+
+
+cdef void _fill_bias(floating *out, const floating *bias, Py_ssize_t planes,
+                     Py_ssize_t channels, Py_ssize_t size, int n_threads) noexcept nogil:
+    """out[plane, i] = bias[plane % channels] (0 without bias): what beta=1 adds to."""
+    cdef Py_ssize_t plane, i
+    cdef floating value
+    for plane in prange(planes, schedule="static", num_threads=n_threads):
+        value = bias[plane % channels] if bias != NULL else 0
+        for i in range(size):
+            out[plane * size + i] = value
+
+
+cdef void _pointwise_sample(floating *out, const floating *x, floating *w, const Problem *p,
+                            Py_ssize_t n, int n_threads) noexcept nogil:
+    """One sample of a kernel-1, stride-1, unpadded layer: per group, in column-major
+    terms, out_n^T (size x c_out_g) = x_n^T (size x c_in_g) @ op(W_g)."""
+    cdef Py_ssize_t size = _small_size(p)
+    cdef Py_ssize_t c_in = p.c_small if p.direction == TRANSPOSE else p.c_large
+    cdef Py_ssize_t c_out = p.c_large if p.direction == TRANSPOSE else p.c_small
+    cdef Py_ssize_t cin_g = c_in // p.groups, cout_g = c_out // p.groups
+    cdef floating *a = <floating *> x + n * c_in * size
+    cdef floating *c = out + n * c_out * size
+    if p.direction == TRANSPOSE:
+        # W_g row-major (cin_g, cout_g) is column-major (cout_g x cin_g): 'T'
+        _grouped_gemm(b'N', b'T', <int> size, <int> cout_g, <int> cin_g, a, <int> size,
+                      cin_g * size, w, <int> cout_g, cin_g * cout_g, 1, c, <int> size,
+                      cout_g * size, p.groups, n_threads)
+    else:
+        # W_g row-major (cout_g, cin_g) is column-major (cin_g x cout_g): 'N'
+        _grouped_gemm(b'N', b'N', <int> size, <int> cout_g, <int> cin_g, a, <int> size,
+                      cin_g * size, w, <int> cin_g, cout_g * cin_g, 1, c, <int> size,
+                      cout_g * size, p.groups, n_threads)
+
+
+cdef void _direct_columns_forward(floating *out, const floating *x, floating *w,
+                                  const floating *bias, const Problem *p, int n_threads,
+                                  bint whole_chunks) noexcept nogil:
+    cdef Py_ssize_t n, out_channels, out_size, depth, cin_g, cout_g, kernel_size
+    cdef int previous = 0
+    if p.direction == TRANSPOSE:
+        out_channels, out_size = p.c_large, _large_size(p)
+    else:
+        out_channels, out_size = p.c_small, _small_size(p)
+    _fill_bias(out, bias, p.batch * out_channels, out_channels, out_size, n_threads)
+    if p.column_source == POINTWISE:
+        if whole_chunks:  # threads own samples, each with a single-threaded BLAS
+            with parallel(num_threads=n_threads):
+                if _blas_set_local != NULL:
+                    previous = _blas_set_local(1)
+                for n in prange(p.batch, schedule="dynamic"):
+                    _pointwise_sample(out, x, w, p, n, 1)
+                if _blas_set_local != NULL:
+                    _blas_set_local(previous)
+        else:
+            for n in range(p.batch):
+                _pointwise_sample(out, x, w, p, n, n_threads)
+        return
+    # WHOLE_INPUT: one small position per sample, the large plane is one column
+    kernel_size = _kernel_size(p)
+    if p.direction == TRANSPOSE:
+        cin_g, cout_g = p.c_small // p.groups, p.c_large // p.groups
+        # out (N, c_out*K) is column-major (c_out*K x N): C_g = W_g (cout_g*K x cin_g,
+        # row-major (cin_g, cout_g*K) read as column-major, 'N') @ x_g (cin_g x N)
+        _grouped_gemm(b'N', b'N', <int> (cout_g * kernel_size), <int> p.batch, <int> cin_g,
+                      w, <int> (cout_g * kernel_size), cin_g * cout_g * kernel_size,
+                      <floating *> x, <int> p.c_small, cin_g,
+                      1, out, <int> (p.c_large * kernel_size), cout_g * kernel_size,
+                      p.groups, n_threads)
+    else:
+        cin_g, cout_g = p.c_large // p.groups, p.c_small // p.groups
+        depth = cin_g * kernel_size
+        # out (N, c_out) is column-major (c_out x N): C_g = W_g (cout_g x depth, 'T' of
+        # its column-major (depth x cout_g)) @ x_g (depth x N, rows c_in*K apart)
+        _grouped_gemm(b'T', b'N', <int> cout_g, <int> p.batch, <int> depth,
+                      w, <int> depth, cout_g * depth,
+                      <floating *> x, <int> (p.c_large * kernel_size), depth,
+                      1, out, <int> p.c_small, cout_g, p.groups, n_threads)
+
+
+cdef void _direct_columns_weight_gradient(floating *grad_w, const floating *small,
+                                          const floating *large, const Problem *p,
+                                          int n_threads) noexcept nogil:
+    cdef Py_ssize_t size = _small_size(p), kernel_size = _kernel_size(p)
+    cdef Py_ssize_t cs_g = p.c_small // p.groups, cl_g = p.c_large // p.groups
+    cdef Py_ssize_t n, depth = cl_g * kernel_size
+    if p.column_source == POINTWISE:
+        # grad_w_g (cs_g, cl_g) += S_n,g (cs_g x size) @ L_n,g^T; column-major
+        # (cl_g x cs_g) = L_n,g ('T' of its (size x cl_g)) @ S_n,g (size x cs_g)
+        for n in range(p.batch):
+            _grouped_gemm(b'T', b'N', <int> cl_g, <int> cs_g, <int> size,
+                          <floating *> large + n * p.c_large * size, <int> size, cl_g * size,
+                          <floating *> small + n * p.c_small * size, <int> size, cs_g * size,
+                          0 if n == 0 else 1, grad_w, <int> cl_g, cs_g * cl_g, p.groups,
+                          n_threads)
+        return
+    # WHOLE_INPUT: grad_w_g (cs_g, depth) = S_g^T (cs_g x N) @ L_g (N x depth); column-
+    # major (depth x cs_g) = L_g (depth x N, rows c_large*K apart) @ S_g ('T' of (cs_g x N))
+    _grouped_gemm(b'N', b'T', <int> depth, <int> cs_g, <int> p.batch,
+                  <floating *> large, <int> (p.c_large * kernel_size), depth,
+                  <floating *> small, <int> p.c_small, cs_g,
+                  0, grad_w, <int> depth, cs_g * depth, p.groups, n_threads)
+
+
+# ---------------------------------------------------------------------------
 # Python entry point: a prepared kernel holds its Problem (tables as raw pointers),
 # so a call only unpacks the arrays, releases the GIL and runs.
 
@@ -718,6 +843,7 @@ cdef class Kernel:
         self.problem.c_large = layout.c_large
         self.problem.groups = layout.groups
         self.problem.chunk = layout.chunk
+        self.problem.column_source = layout.column_source
         self.problem.phased_large = layout.phased_large
         self.direction = layout.direction
         self.algorithm = layout.algorithm
@@ -771,6 +897,9 @@ cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const fl
                    floating *w, const floating *bias, int n_threads,
                    bint whole_chunks) noexcept nogil:
     cdef const floating *large
+    if p.algorithm == GEMM and p.column_source != IM2COL:
+        _direct_columns_forward(out, x, w, bias, p, n_threads, whole_chunks)
+        return
     if p.direction == TRANSPOSE:
         if p.algorithm == GEMM:
             _transpose_gemm(out, x, w, bias, buf, p, n_threads, whole_chunks)
@@ -787,7 +916,11 @@ cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const fl
 cdef void _weight_gradient(const Problem *p, const Buffers *buf, floating *grad_w,
                            const floating *small, const floating *large_in,
                            int n_threads) noexcept nogil:
-    cdef const floating *large = _phase_large(<floating *> buf.phased, large_in, p, n_threads)
+    cdef const floating *large
+    if p.algorithm == GEMM and p.column_source != IM2COL:
+        _direct_columns_weight_gradient(grad_w, small, large_in, p, n_threads)
+        return
+    large = _phase_large(<floating *> buf.phased, large_in, p, n_threads)
     if p.algorithm == GEMM:
         _weight_grad_gemm(grad_w, small, large, buf, p, n_threads)
     else:

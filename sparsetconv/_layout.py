@@ -23,6 +23,9 @@ ALGORITHMS = dict(_kernels.ALGORITHMS)
 TRANSPOSE = _kernels.DIRECTIONS["transpose"]
 CONVOLVE = _kernels.DIRECTIONS["convolve"]
 WEIGHT_GRADIENT = _kernels.DIRECTIONS["weight_gradient"]
+IM2COL = _kernels.COLUMN_SOURCES["im2col"]
+POINTWISE = _kernels.COLUMN_SOURCES["pointwise"]
+WHOLE_INPUT = _kernels.COLUMN_SOURCES["whole_input"]
 
 # A GEMM chunk's column buffer (per thread) may not exceed this: the im2col/col2im
 # columns are the one workspace that is not bounded by the call's own arrays.
@@ -72,6 +75,7 @@ class Layout:
     c_large: int
     groups: int
     chunk: int
+    column_source: int
     phased_large: bool
     axes: tuple
     workspace: Workspace
@@ -146,6 +150,25 @@ def _blas_sizes_ok(plan):
     return max(width * rows, width * depth, plan.large_channels * prod(g.large)) <= _BLAS_INT_MAX
 
 
+def column_source(geometry):
+    """Where a GEMM's column matrix comes from (see ``ColumnSource`` in _kernels.pxd).
+
+    POINTWISE: kernel 1, stride 1, no padding on every axis -- each sample's plane *is*
+    its column block.  WHOLE_INPUT: one small position and a kernel exactly covering
+    the unpadded large side (dilation 1) -- the samples' large planes are the columns.
+    Otherwise IM2COL.
+    """
+    axes = list(zip(geometry.small, geometry.large, geometry.kernel, geometry.stride,
+                    geometry.dilation, geometry.pad_begin))
+    if all(k == 1 and s == 1 and pad == 0 and small == large
+           for small, large, k, s, d, pad in axes):
+        return POINTWISE
+    if all(small == 1 and pad == 0 and large == k and (d == 1 or k == 1)
+           for small, large, k, s, d, pad in axes):
+        return WHOLE_INPUT
+    return IM2COL
+
+
 def unsupported(plan, direction, algorithm):
     """Why ``algorithm`` cannot run ``plan`` in ``direction`` (None when it can)."""
     names = {v: k for k, v in ALGORITHMS.items()}
@@ -183,6 +206,15 @@ def build_layout(plan, direction, algorithm):
     small_size, large_size = prod(g.small), prod(g.large)
     kernel_size = prod(g.kernel)
     gemm = algorithm == GEMM
+    source = column_source(g) if gemm else IM2COL
+    if source != IM2COL:
+        # BLAS reads the arrays in place: no workspace at all; samples are the chunks
+        return Layout(
+            direction=direction, algorithm=algorithm, batch=batch,
+            c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,
+            chunk=1, column_source=source, phased_large=False, axes=axes,
+            workspace=Workspace(),
+        )
     chunk = weight_gradient_chunk(plan) if direction == WEIGHT_GRADIENT else forward_chunk(plan)
     columns = plan.large_channels * kernel_size * chunk * small_size if gemm else 0
     phased_large = direction != TRANSPOSE and g.stride[-1] > 1
@@ -194,14 +226,17 @@ def build_layout(plan, direction, algorithm):
             columns=columns,
         )
     elif direction == CONVOLVE:
+        # a one-sample chunk multiplies straight into the output (no product buffer)
         workspace = Workspace(phased=phased, columns=columns,
-                              product=plan.small_channels * chunk * small_size if gemm else 0)
+                              product=plan.small_channels * chunk * small_size
+                              if gemm and chunk > 1 else 0)
     else:
         workspace = Workspace(phased=phased, columns=columns,
                               packed=plan.small_channels * chunk * small_size if gemm else 0)
     return Layout(
         direction=direction, algorithm=algorithm, batch=batch,
         c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,
-        chunk=chunk if gemm else 1, phased_large=phased_large, axes=axes,
+        chunk=chunk if gemm else 1, column_source=IM2COL, phased_large=phased_large,
+        axes=axes,
         workspace=workspace,
     )

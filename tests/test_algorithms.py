@@ -182,3 +182,62 @@ def test_positions_beyond_int64_products_do_not_overflow(backend):
     got = stc.conv_transpose(x, w[..., :1], np.array([1.5]), stride=2**62, padding=2**61,
                              output_padding=1, backend=backend)
     np.testing.assert_array_equal(got, [[[1.5, 1.5]]])
+
+
+@pytest.mark.parametrize("shape", [
+    # (input spatial, kernel, stride, dilation): POINTWISE, then WHOLE_INPUT
+    ((5, 7), (1, 1), 2, 3),          # kernel 1: stride/dilation matter only if > 1 ...
+    ((5, 7), (1, 1), 1, 1),          # ... so this one is pointwise
+    ((3, 4, 2), (1, 1, 1), 1, 1),
+    ((4, 4), (4, 4), 1, 1),          # conv of a 4x4 input with a 4x4 kernel: whole input
+    ((6,), (6,), 3, 1),
+    ((3, 2, 5), (3, 2, 5), 2, 1),
+])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_gemm_without_columns_matches_reference(shape, groups):
+    """Layers whose GEMM reads the arrays in place (kernel 1, or a kernel covering the
+    whole input): all three operations, both dtypes, 1 and 2 threads."""
+    spatial, kernel, stride, dilation = shape
+    rng = np.random.default_rng(len(spatial) + groups)
+    c_large, c_small, batch = 4 * groups, 6 * groups, 5
+    large = rng.standard_normal((batch, c_large) + spatial)
+    w = rng.standard_normal((c_small, c_large // groups) + kernel)
+    b = rng.standard_normal(c_small)
+    from reference import conv_reference
+    small_want = conv_reference(large, w, b, stride, 0, dilation, groups)
+    small = rng.standard_normal(small_want.shape)
+    w_t = rng.standard_normal((c_small, c_large // groups) + kernel)
+    b_t = rng.standard_normal(c_large)
+    large_want = conv_transpose_reference(small, w_t, b_t, stride, 0, 0, groups, dilation)
+    grad_want = weight_gradient_reference(small, large_want - b_t.reshape((1, -1) + (1,) * len(spatial)),
+                                          kernel, stride, 0, groups, dilation)
+    conv_plan = make_plan(False, None, large.shape, large.dtype, w.shape, w.dtype, b.shape,
+                          b.dtype, stride, 0, 0, groups, dilation, None)
+    t_plan = make_plan(True, None, small.shape, small.dtype, w_t.shape, w_t.dtype, b_t.shape,
+                       b_t.dtype, stride, 0, 0, groups, dilation, None)
+    expect_source = _layout.column_source(conv_plan.geometry.lifted(3))
+    assert expect_source != _layout.IM2COL or stride != 1 or kernel[0] != 1
+    for dtype in (np.float32, np.float64):
+        cp = dataclasses.replace(conv_plan, dtype=np.dtype(dtype))
+        tp = dataclasses.replace(t_plan, dtype=np.dtype(dtype))
+        for n in (1, 2):
+            with stc.threads(n):
+                assert_matches(_compiled.Executor(cp, "gemm")(large, w, b), small_want.astype(dtype))
+                assert_matches(_compiled.Executor(tp, "gemm")(small, w_t, b_t),
+                               large_want.astype(dtype))
+                got = _compiled.WeightGradient(tp, "gemm")(
+                    small, large_want - b_t.reshape((1, -1) + (1,) * len(spatial)))
+                assert_matches(got, grad_want.astype(dtype))
+
+
+def test_column_source_is_decided_from_the_geometry():
+    def source(x_shape, w_shape, **kw):
+        plan = _transposed_plan(x_shape, w_shape, **kw)
+        return _layout.build_layout(plan, _layout.TRANSPOSE, _layout.GEMM).column_source
+
+    assert source((2, 8, 5, 5), (8, 4, 1, 1)) == _layout.POINTWISE
+    assert source((2, 8, 1, 1), (8, 4, 4, 4)) == _layout.WHOLE_INPUT      # DCGAN's first layer
+    assert source((2, 8, 5, 5), (8, 4, 1, 1), stride=2) == _layout.IM2COL  # zeros between
+    assert source((2, 8, 1, 1), (8, 4, 4, 4), padding=1) == _layout.IM2COL  # a crop
+    assert source((2, 8, 1, 1), (8, 4, 4, 4), output_padding=1, stride=2) == _layout.IM2COL
+    assert source((2, 8, 1, 1), (8, 4, 2, 2), dilation=2) == _layout.IM2COL
