@@ -271,16 +271,13 @@ def _axis_relation(geometry, axis, rows_small):
     """One axis's ``(ptr, cols, taps)``: the 1-D relation grouped by row, sorted by column.
 
     Pairs ``(small o, tap t)`` reach ``large = o*stride - pad_begin + t*dilation`` when
-    that lies inside ``[0, large)``.
+    that lies inside ``[0, large)`` -- read off :meth:`Geometry.axis_relation`, which
+    the compiled kernels use too (and which cannot overflow).
     """
     small, large = geometry.small[axis], geometry.large[axis]
-    kernel, stride = geometry.kernel[axis], geometry.stride[axis]
-    dilation, pad_begin = geometry.dilation[axis], geometry.pad_begin[axis]
-    o = np.arange(small, dtype=np.int64)[:, None]
-    t = np.arange(kernel, dtype=np.int64)[None, :]
-    p = o * stride - pad_begin + t * dilation
-    o_idx, t_idx = np.nonzero((p >= 0) & (p < large))
-    p_idx = p[o_idx, t_idx]
+    source = geometry.axis_relation(axis).source.T          # (small, kernel)
+    o_idx, t_idx = np.nonzero(source >= 0)                  # by o, then t: p ascending
+    p_idx = source[o_idx, t_idx]
     if rows_small:
         rows, cols, n_rows = o_idx, p_idx, small  # row-major nonzero: sorted by (o, p)
     else:
