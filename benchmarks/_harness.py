@@ -40,8 +40,10 @@ def _import_library():
     """sparsetconv from this checkout when it is built here, else the installed one."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     package = os.path.join(root, "sparsetconv")
-    if os.path.isdir(package) and any(name.startswith("_kernels.") and name.endswith((".so", ".pyd"))
-                                      for name in os.listdir(package)):
+    built = os.path.isdir(package) and any(
+        name.startswith("_kernels.") and name.endswith((".so", ".pyd"))
+        for name in os.listdir(package))
+    if built:
         sys.path.insert(0, root)
     import sparsetconv
     return sparsetconv
@@ -198,10 +200,15 @@ def tolerance(dtype, layer, op):
 
 
 def relative_error(got, want):
-    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
-    if np.shape(got) != want.shape:
+    """Max absolute error over ``max(1, max |want|)`` (inf for a wrong shape; NaN fails
+    every ``<=`` test)."""
+    got = np.asarray(got)
+    if got.shape != want.shape:
         return math.inf
-    return float(np.abs(np.asarray(got, dtype=np.float64) - want).max()) / scale if want.size else 0.0
+    if not want.size:
+        return 0.0
+    scale = max(1.0, float(np.abs(want).max()))
+    return float(np.abs(got.astype(np.float64) - want).max()) / scale
 
 
 # ---------------------------------------------------------------------------
@@ -632,11 +639,11 @@ def apply_arguments(args):
     ORT_SPINNING[0] = args.ort_spinning
 
 
-def print_versions():
+def print_versions(peers=(("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"))):
     location = os.path.dirname(stc.__file__)
     print(f"sparsetconv {stc.__version__} ({location}), OpenMP {stc.openmp_enabled()}, "
           f"numpy {np.__version__}, {os.cpu_count()} CPUs")
-    for module, what in (("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime")):
+    for module, what in peers:
         try:
             version = __import__(module).__version__
             print(f"{what} {version}")

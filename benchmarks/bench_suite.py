@@ -3,10 +3,10 @@
 Every case is a float32 transposed convolution with bias.  Each defines four timed
 operations on the same weight (``--ops``, default all four):
 
-    transpose    the transposed convolution        peers: PyTorch conv_transpose*d, ORT ConvTranspose
-    adjoint      its adjoint convolution            peers: PyTorch conv*d, ORT Conv
-    input_grad   the transposed convolution's input gradient   peer: aten.convolution_backward
-    weight_grad  its weight gradient                            peer: aten.convolution_backward
+    transpose    the transposed convolution    peers: PyTorch conv_transpose*d, ORT ConvTranspose
+    adjoint      its adjoint convolution        peers: PyTorch conv*d, ORT Conv
+    input_grad   its input gradient             peer: torch.ops.aten.convolution_backward
+    weight_grad  its weight gradient            peer: torch.ops.aten.convolution_backward
 
 For each operation and thread count the script builds every competitor, checks every
 output against one oracle (PyTorch float64 when installed, else sparsetconv's sparse
@@ -85,8 +85,9 @@ def print_scaling(tables, sgemm):
 def main(argv=None):
     parser = h.parser(__doc__)
     h.add_arguments(parser, budget=2.0)
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=[c.name for c in SUITE],
-                        metavar="CASE", help="suite layers to run (default: all 14)")
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES),
+                        default=[c.name for c in SUITE], metavar="CASE",
+                        help="suite layers to run (default: all 14)")
     parser.add_argument("--float64", action="store_true", help="ours vs PyTorch, float64")
     parser.add_argument("--algorithms", action="store_true",
                         help="also time each algorithm of the compiled backend forced")
