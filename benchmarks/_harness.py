@@ -519,14 +519,16 @@ def competitors(op, dtype, extras=()):
     return makers
 
 
-def run_table(layers, op, n_threads, budget, gap, dtype=np.float32, extras=()):
+def run_table(layers, op, n_threads, budget, gap, dtype=np.float32, extras=(), check=False):
     """Verify and time every competitor of ``op`` on every layer; print the table as it
-    goes and return it."""
+    goes and return it.  ``check``: verify only, the cells are the errors."""
     makers = competitors(op, dtype, extras)
     names = list(makers)
     plural = "s" if n_threads > 1 else ""
-    print(f"\n## {TITLES[op]} ({op}), {np.dtype(dtype).name}, {n_threads} thread{plural}\n")
-    header = ("| layer | GFLOP | " + " | ".join(f"{name} ms" for name in names)
+    print(f"\n## {TITLES[op]} ({op}), {np.dtype(dtype).name}, {n_threads} thread{plural}"
+          + (", max error of scale (verification only)" if check else "") + "\n")
+    header = ("| layer | GFLOP | " + " | ".join(f"{name} {'error' if check else 'ms'}"
+                                                for name in names)
               + " | ours GFLOP/s | ours/torch | ours/faster peer |")
     print(header)
     print("|---|" + "---:|" * (header.count("|") - 2))
@@ -535,11 +537,12 @@ def run_table(layers, op, n_threads, budget, gap, dtype=np.float32, extras=()):
         data = make_data(layer, dtype)
         want = oracle(layer, op, data)
         limit = tolerance(dtype, layer, op)
-        callables, failed = {}, set()
+        callables, failed, errors = {}, set(), {}
         for name, maker in makers.items():
             try:
                 call = maker(layer, op, data, n_threads)
-                error = relative_error(call(), want)
+                with stc.threads(n_threads):
+                    errors[name] = error = relative_error(call(), want)
             except Skip as why:
                 table.skipped.setdefault(name, []).append((layer.name, str(why)))
                 continue
@@ -555,6 +558,13 @@ def run_table(layers, op, n_threads, budget, gap, dtype=np.float32, extras=()):
                 table.failures.append(f"{layer.name} {op} {name} ({n_threads} thr): max error "
                                       f"{error:.3g} of scale exceeds {limit:.3g}")
         del data, want
+        if check:
+            cells = ["FAIL" if name in failed else f"{errors[name]:.1e}" if name in errors
+                     else "—" for name in names]
+            table.rows.append(Row(layer, {}))
+            print(f"| {layer.name} | {layer.flops / 1e9:.3f} | " + " | ".join(cells)
+                  + " | | | |", flush=True)
+            continue
         with stc.threads(n_threads):
             medians, _ = time_interleaved(callables, budget, gap)
         row = Row(layer, medians)
@@ -571,9 +581,10 @@ def run_table(layers, op, n_threads, budget, gap, dtype=np.float32, extras=()):
         print(f"| {layer.name} | {layer.flops / 1e9:.3f} | " + " | ".join(cells)
               + f" | {gflops} | {ratio(row.ours_torch)} | {ratio(row.ours_best)} |", flush=True)
     g_torch, g_best = geomean(table.ratios("ours_torch")), geomean(table.ratios("ours_best"))
-    print("| **geomean** | | " + " | ".join("" for _ in names) + " | | "
-          + (f"**{g_torch:.2f}**" if g_torch else "—") + " | "
-          + (f"**{g_best:.2f}**" if g_best else "—") + " |")
+    if not check:
+        print("| **geomean** | | " + " | ".join("" for _ in names) + " | | "
+              + (f"**{g_torch:.2f}**" if g_torch else "—") + " | "
+              + (f"**{g_best:.2f}**" if g_best else "—") + " |")
     worst = table.worst()
     if worst:
         above = sum(1 for row in table.rows if row.ours_best and row.ours_best > 1.0)
@@ -607,13 +618,19 @@ def print_summary(tables, title="summary"):
         print(f"\n**{len(failures)} verification failure(s)**, listed under their tables.")
 
 
-def run_operations(layers, ops, threads, budget, gap, dtype=np.float32, extras=()):
+def run_operations(layers, ops, threads, budget, gap, dtype=np.float32, extras=(),
+                   check=False):
     """Every table (op x thread count), then the summary; returns the tables."""
     tables = []
     for op in ops:
         for n_threads in threads:
-            tables.append(run_table(layers, op, n_threads, budget, gap, dtype, extras))
-    print_summary(tables)
+            tables.append(run_table(layers, op, n_threads, budget, gap, dtype, extras, check))
+    if check:
+        failures = sum(len(table.failures) for table in tables)
+        print(f"\nverified {sum(len(table.rows) for table in tables)} layer-operations: "
+              f"{failures} failure(s)")
+    else:
+        print_summary(tables)
     return tables
 
 
@@ -633,6 +650,8 @@ def add_arguments(parser, budget):
                         help="idle seconds before each timed block (lets thread pools settle)")
     parser.add_argument("--ort-spinning", action="store_true",
                         help="leave ONNX Runtime's spin-waiting on (its default)")
+    parser.add_argument("--check", action="store_true",
+                        help="only verify every competitor against the oracle (no timing)")
 
 
 def apply_arguments(args):

@@ -195,7 +195,8 @@ def main(argv=None):
         layers = [layer for layer in layers if layer.name in args.only]
     print()
     h.print_versions()
-    tables = h.run_operations(layers, args.ops, args.threads, args.budget, args.gap)
+    tables = h.run_operations(layers, args.ops, args.threads, args.budget, args.gap,
+                              check=args.check)
     return 1 if any(t.failures for t in tables) else 0
 
 

@@ -111,12 +111,13 @@ def main(argv=None):
     if args.sparse:
         extras.append(("sparse", h.make_sparse, ("transpose",)))
     h.print_versions()
-    scaling = dtype == np.float32 and {1, 2} <= set(args.threads) and any(
+    scaling = not args.check and dtype == np.float32 and {1, 2} <= set(args.threads) and any(
         name in args.cases for name in GEMM_CASES)
     sgemm = h.machine_sgemm_gflops() if scaling else None
     if sgemm:
         print(f"machine sgemm (numpy 4096^2, 1 thread): {sgemm:.1f} GFLOP/s")
-    tables = h.run_operations(cases, ops, args.threads, args.budget, args.gap, dtype, extras)
+    tables = h.run_operations(cases, ops, args.threads, args.budget, args.gap, dtype, extras,
+                               args.check)
     if h.SPARSE_BUILD_SECONDS:
         print("\nsparse matrix build ms: " + ", ".join(
             f"{name} {seconds * 1e3:.1f}" for name, seconds in h.SPARSE_BUILD_SECONDS.items()))
