@@ -35,6 +35,8 @@ cdef struct Axis:
     const Py_ssize_t *offset    # [kernel]
     const Py_ssize_t *source    # [kernel * small]: natural large position, -1 in padding
     const Py_ssize_t *layout    # [large]: layout position of each natural position
+    Py_ssize_t row_length       # x axis: the length of one large-side row as the kernels
+                                # read it (> large when the phased copy is zero-padded)
     # KERNEL_ROWS only (x axis, natural order): small index j adds taps
     # [element_first[j], element_stop[j]) starting at natural position element_start[j].
     const Py_ssize_t *element_first
@@ -52,8 +54,9 @@ cdef struct Problem:
     Py_ssize_t groups
     Py_ssize_t chunk            # GEMM: samples per chunk
     ColumnSource column_source  # GEMM: see ColumnSource
-    bint phased_large           # CONVOLVE / WEIGHT_GRADIENT: re-lay the large input out
-                                # phase-major on x (False when the x stride is 1)
+    bint phased_large           # CONVOLVE / WEIGHT_GRADIENT: copy the large input, laid
+                                # out by axis[2].layout in rows of axis[2].row_length (zeros
+                                # between); False: read it in place (x stride 1, unpadded)
 
 
 # Workspaces, by name (NULL where the algorithm needs none).  Sizes: _layout.Workspace.

@@ -34,12 +34,12 @@ cnp.import_array()
 
 cdef extern from "_rowops.h" nogil:
     const char *stc_simd_path()
-    void stc_taps_axpy_f(float *dst, const float *src, const float *w, Py_ssize_t n_taps,
-                         const Py_ssize_t *first, const Py_ssize_t *stop,
-                         const Py_ssize_t *offset)
-    void stc_taps_axpy_d(double *dst, const double *src, const double *w, Py_ssize_t n_taps,
-                         const Py_ssize_t *first, const Py_ssize_t *stop,
-                         const Py_ssize_t *offset)
+    void stc_rows_gather_f(float *dst, const float **src, const float **w, Py_ssize_t n_src,
+                           Py_ssize_t n_taps, const Py_ssize_t *first, const Py_ssize_t *stop,
+                           const Py_ssize_t *offset)
+    void stc_rows_gather_d(double *dst, const double **src, const double **w,
+                           Py_ssize_t n_src, Py_ssize_t n_taps, const Py_ssize_t *first,
+                           const Py_ssize_t *stop, const Py_ssize_t *offset)
     void stc_block_axpy_f(float *dst, Py_ssize_t dst_stride, const float *src,
                           Py_ssize_t row_len, Py_ssize_t n_rows, const float *w,
                           Py_ssize_t n_taps, const Py_ssize_t *first, const Py_ssize_t *stop,
@@ -110,12 +110,12 @@ def simd_path():
 # ---------------------------------------------------------------------------
 # Typed wrappers of the row operations (float / double)
 
-cdef inline void _taps_axpy(floating *dst, const floating *src, const floating *w,
-                            const Axis *a) noexcept nogil:
+cdef inline void _rows_gather(floating *dst, const floating **src, const floating **w,
+                              Py_ssize_t n_src, const Axis *a) noexcept nogil:
     if floating is float:
-        stc_taps_axpy_f(dst, src, w, a.kernel, a.first, a.stop, a.offset)
+        stc_rows_gather_f(dst, src, w, n_src, a.kernel, a.first, a.stop, a.offset)
     else:
-        stc_taps_axpy_d(dst, src, w, a.kernel, a.first, a.stop, a.offset)
+        stc_rows_gather_d(dst, src, w, n_src, a.kernel, a.first, a.stop, a.offset)
 
 
 cdef inline void _block_axpy(floating *dst, Py_ssize_t dst_stride, const floating *src,
@@ -241,6 +241,11 @@ cdef inline Py_ssize_t _small_size(const Problem *p) noexcept nogil:
 
 cdef inline Py_ssize_t _large_size(const Problem *p) noexcept nogil:
     return p.axis[0].large * p.axis[1].large * p.axis[2].large
+
+
+cdef inline Py_ssize_t _large_plane(const Problem *p) noexcept nogil:
+    """Elements of one (sample, channel) large plane as the convolution kernels read it."""
+    return p.axis[0].large * p.axis[1].large * p.axis[2].row_length
 
 
 cdef inline Py_ssize_t _kernel_size(const Problem *p) noexcept nogil:
@@ -422,33 +427,70 @@ cdef void _transpose_gemm(floating *out, const floating *x, floating *w,
 
 cdef const floating *_phase_large(floating *phased, const floating *large,
                                   const Problem *p, int n_threads) noexcept nogil:
-    """The large input with every x row in phase-major order (or the input itself
-    when the x stride is 1 and the layout is the identity)."""
+    """The large input with every x row laid out by ``axis[2].layout`` in rows of
+    ``axis[2].row_length`` (phase-major, zero where a padded row has no data), or the
+    input itself when it is read in place."""
     cdef const Axis *ax = &p.axis[2]
-    cdef Py_ssize_t row, lx = ax.large
+    cdef Py_ssize_t row, lx = ax.large, width = ax.row_length
     cdef Py_ssize_t rows = p.batch * p.c_large * p.axis[0].large * p.axis[1].large
     if not p.phased_large:
         return large
     for row in prange(rows, schedule="static", num_threads=n_threads):
-        _scatter_row(phased + row * lx, large + row * lx, ax.layout, lx)
+        if width != lx:
+            memset(phased + row * width, 0, width * sizeof(floating))
+        _scatter_row(phased + row * width, large + row * lx, ax.layout, lx)
     return phased
+
+
+cdef enum:
+    ROWS_PER_GATHER = 64  # source rows per _rows_gather call (more: flushed in batches)
+
+
+cdef inline void _conv_row(floating *out_row, const floating *large, const floating *w,
+                           floating bias_value, const Problem *p, Py_ssize_t n,
+                           Py_ssize_t co, Py_ssize_t oz, Py_ssize_t oy) noexcept nogil:
+    """One output row: the (channel, z tap, y tap) source rows that exist, gathered in
+    one register-blocked pass (see stc_rows_gather)."""
+    cdef const Axis *az = &p.axis[0]
+    cdef const Axis *ay = &p.axis[1]
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t sz = az.small, sy = ay.small, sx = ax.small
+    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.row_length
+    cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
+    cdef Py_ssize_t c_in = p.c_large
+    cdef Py_ssize_t cin_g = c_in // p.groups, cout_g = p.c_small // p.groups
+    cdef Py_ssize_t g = co // cout_g, cil, ci, tz, ty, iz, iy, i, count = 0
+    cdef const floating *srcs[ROWS_PER_GATHER]
+    cdef const floating *wrows[ROWS_PER_GATHER]
+    for i in range(sx):
+        out_row[i] = bias_value
+    for cil in range(cin_g):
+        ci = g * cin_g + cil
+        for tz in range(kz):
+            iz = az.source[tz * sz + oz]
+            if iz < 0:
+                continue
+            for ty in range(ky):
+                iy = ay.source[ty * sy + oy]
+                if iy < 0:
+                    continue
+                srcs[count] = large + (((n * c_in + ci) * lz + iz) * ly + iy) * lx
+                wrows[count] = w + (((co * cin_g + cil) * kz + tz) * ky + ty) * kx
+                count = count + 1
+                if count == ROWS_PER_GATHER:
+                    _rows_gather(out_row, srcs, wrows, count, ax)
+                    count = 0
+    if count:
+        _rows_gather(out_row, srcs, wrows, count, ax)
 
 
 cdef void _conv_rows(floating *out, const floating *large, const floating *w,
                      const floating *bias, const Problem *p, int n_threads) noexcept nogil:
     """DIRECT convolution: each thread owns output rows and gathers into them; z and y
     taps in the padding are skipped, x runs are clipped to the real positions."""
-    cdef const Axis *az = &p.axis[0]
-    cdef const Axis *ay = &p.axis[1]
-    cdef const Axis *ax = &p.axis[2]
-    cdef Py_ssize_t sz = az.small, sy = ay.small, sx = ax.small
-    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.large
-    cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
-    cdef Py_ssize_t c_in = p.c_large, c_out = p.c_small
-    cdef Py_ssize_t cin_g = c_in // p.groups, cout_g = c_out // p.groups
-    cdef Py_ssize_t row, rest, n, co, oz, oy, g, cil, ci, tz, ty, iz, iy, i
-    cdef floating *out_row
-    cdef floating bias_value
+    cdef Py_ssize_t sz = p.axis[0].small, sy = p.axis[1].small, sx = p.axis[2].small
+    cdef Py_ssize_t c_out = p.c_small
+    cdef Py_ssize_t row, rest, n, co, oz, oy
     for row in prange(p.batch * c_out * sz * sy, schedule="static", num_threads=n_threads):
         oy = row % sy
         rest = row // sy
@@ -456,23 +498,7 @@ cdef void _conv_rows(floating *out, const floating *large, const floating *w,
         rest = rest // sz
         co = rest % c_out
         n = rest // c_out
-        g = co // cout_g
-        out_row = out + row * sx
-        bias_value = bias[co] if bias != NULL else 0
-        for i in range(sx):
-            out_row[i] = bias_value
-        for cil in range(cin_g):
-            ci = g * cin_g + cil
-            for tz in range(kz):
-                iz = az.source[tz * sz + oz]
-                if iz < 0:
-                    continue
-                for ty in range(ky):
-                    iy = ay.source[ty * sy + oy]
-                    if iy < 0:
-                        continue
-                    _taps_axpy(out_row, large + (((n * c_in + ci) * lz + iz) * ly + iy) * lx,
-                               w + (((co * cin_g + cil) * kz + tz) * ky + ty) * kx, ax)
+        _conv_row(out + row * sx, large, w, bias[co] if bias != NULL else 0, p, n, co, oz, oy)
 
 
 cdef void _im2col(floating *cols, const floating *large, Py_ssize_t count,
@@ -483,7 +509,7 @@ cdef void _im2col(floating *cols, const floating *large, Py_ssize_t count,
     cdef const Axis *ay = &p.axis[1]
     cdef const Axis *ax = &p.axis[2]
     cdef Py_ssize_t sz = az.small, sy = ay.small, sx = ax.small
-    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.large
+    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.row_length
     cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
     cdef Py_ssize_t c_in = p.c_large
     cdef Py_ssize_t width = count * sz * sy * sx
@@ -531,7 +557,7 @@ cdef void _conv_chunk(floating *out, const floating *large, floating *w,
     cdef Py_ssize_t row, n, co, i
     cdef floating bias_value
     cdef floating *target
-    _im2col(cols, large + first * p.c_large * _large_size(p), count, p, n_threads)
+    _im2col(cols, large + first * p.c_large * _large_plane(p), count, p, n_threads)
     if count == 1:
         # one sample: the product's (channel, position) layout is the output's, so the
         # GEMM accumulates onto the bias straight in the output
@@ -611,7 +637,7 @@ cdef void _weight_grad_rows(floating *grad_w, const floating *small, const float
     cdef const Axis *ay = &p.axis[1]
     cdef const Axis *ax = &p.axis[2]
     cdef Py_ssize_t sz = az.small, sy = ay.small, sx = ax.small
-    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.large
+    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.row_length
     cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
     cdef Py_ssize_t c_small = p.c_small, c_large = p.c_large
     cdef Py_ssize_t cs_g = c_small // p.groups, cl_g = c_large // p.groups
@@ -666,7 +692,7 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
         first = item * chunk
         count = min(chunk, batch - first)
         width = count * size
-        _im2col(cols, large + first * p.c_large * _large_size(p), count, p, n_threads)
+        _im2col(cols, large + first * p.c_large * _large_plane(p), count, p, n_threads)
         for c in prange(c_small, schedule="static", num_threads=n_threads):
             _pack_one(packed + c * width, small + (first * c_small + c) * size, count,
                       c_small, size)
@@ -833,6 +859,7 @@ cdef class Kernel:
             axis.offset = _table(tables.offset, self._keep)
             axis.source = _table(tables.source, self._keep)
             axis.layout = _table(tables.layout, self._keep)
+            axis.row_length = tables.row_length
             axis.element_first = _table(tables.element_first, self._keep)
             axis.element_stop = _table(tables.element_stop, self._keep)
             axis.element_start = _table(tables.element_start, self._keep)

@@ -8,6 +8,7 @@ Each algorithm states the geometries it supports (:func:`unsupported`); forcing 
 outside them raises instead of computing something else.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
@@ -48,6 +49,7 @@ class AxisTables:
     offset: np.ndarray
     source: np.ndarray
     layout: np.ndarray
+    row_length: int = 0          # 0: the large size (see Axis.row_length)
     element_first: object = None
     element_stop: object = None
     element_start: object = None
@@ -111,7 +113,48 @@ def _axis_tables(geometry, axis, kernel_rows):
     return AxisTables(
         small=small, large=large, kernel=geometry.kernel[axis], first=_intp(relation.first),
         stop=_intp(relation.stop), offset=_intp(relation.offset),
-        source=_intp(relation.source.ravel()), layout=_intp(layout), **extra,
+        source=_intp(relation.source.ravel()), layout=_intp(layout), row_length=large, **extra,
+    )
+
+
+def _zero_padded_x(geometry, tables):
+    """The x tables for a phased copy with explicit zeros wherever a tap's run would
+    leave the real positions: every tap then runs over the whole output row (no
+    clipped edges, so short rows stay in registers), or None when that copy would be
+    more than twice the row (huge padding keeps the clipped runs).
+
+    Only for the convolution's forward gather, where the zeros meet weights, never
+    data: the weight is finite there (non-finite weights take the exact path).
+    """
+    small, large = tables.small, tables.large
+    if all(tables.first == 0) and all(tables.stop == small):
+        return None                                   # nothing is clipped
+    stride, dilation = geometry.stride[-1], geometry.dilation[-1]
+    pad = geometry.pad_begin[-1]
+    spans = {}                                        # phase -> [lo, hi) of m it needs
+    for r in range(min(stride, large)):
+        spans[r] = [0, -(-(large - r) // stride)]
+    taps = []
+    for t in range(tables.kernel):
+        shift = t * dilation - pad
+        phase, lead = shift % stride, shift // stride
+        lo, hi = spans.get(phase, [lead, lead + small])
+        spans[phase] = [min(lo, lead), max(hi, lead + small)]
+        taps.append((phase, lead))
+    length = sum(hi - lo for lo, hi in spans.values())
+    if length > 2 * large + 16:
+        return None
+    base, start = {}, 0
+    for phase in sorted(spans):
+        base[phase] = start - spans[phase][0]         # layout of (phase, m) = base + m
+        start += spans[phase][1] - spans[phase][0]
+    positions = np.arange(large)
+    layout = np.array([base[p % stride] for p in range(large)] if stride < large
+                      else [base[p] for p in range(large)], dtype=np.int64) + positions // stride
+    offset = [base[phase] + lead for phase, lead in taps]
+    return dataclasses.replace(
+        tables, first=_intp(np.zeros(tables.kernel)), stop=_intp(np.full(tables.kernel, small)),
+        offset=_intp(offset), layout=_intp(layout), row_length=length,
     )
 
 
@@ -217,8 +260,14 @@ def build_layout(plan, direction, algorithm):
         )
     chunk = weight_gradient_chunk(plan) if direction == WEIGHT_GRADIENT else forward_chunk(plan)
     columns = plan.large_channels * kernel_size * chunk * small_size if gemm else 0
-    phased_large = direction != TRANSPOSE and g.stride[-1] > 1
-    phased = batch * plan.large_channels * large_size if phased_large else 0
+    if direction == CONVOLVE and algorithm == DIRECT:
+        padded = _zero_padded_x(g, axes[2])
+        if padded is not None:
+            axes = axes[:2] + (padded,)
+    row_length = axes[2].row_length
+    phased_large = direction != TRANSPOSE and (g.stride[-1] > 1 or row_length != g.large[-1])
+    phased = (batch * plan.large_channels * g.large[0] * g.large[1] * row_length
+              if phased_large else 0)
     if direction == TRANSPOSE:
         workspace = Workspace(
             scratch=large_size,

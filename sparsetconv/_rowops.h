@@ -17,66 +17,85 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && (__GNUC__ >= 8)
-/* One clone per *architecture level* (a comma inside one string would make
- * separate avx2 and fma clones, and the avx2 one would run without FMA). */
-#define STC_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-/* The clone the loader's resolver picks on this CPU (the same feature tests, in
- * the same priority order), for show_config(). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && (__GNUC__ >= 12)
+/* One clone per x86-64 ISA level, dispatched on the CPU's *features* (v4: AVX-512,
+ * v3: AVX2 + FMA).  Neither "arch=skylake-avx512" (dispatched on the CPU model, so
+ * never chosen on AMD) nor "avx2,fma" (two separate clones, the AVX2 one without
+ * FMA) would do. */
+#define STC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+/* The clone the resolver picks on this CPU (the same tests, in the same order). */
 static const char *stc_simd_path(void)
 {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
-        && __builtin_cpu_supports("fma"))
-        return "skylake-avx512 (AVX-512 + FMA)";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return "haswell (AVX2 + FMA)";
-    return "default (baseline x86-64)";
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (AVX-512)";
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 (AVX2 + FMA)";
+    return "x86-64 baseline (SSE2)";
 }
 #else
 #define STC_CLONES
 static const char *stc_simd_path(void) { return "compiler baseline (no per-CPU clones in this build)"; }
 #endif
 
+/* Vector types for register blocks (GCC/clang vector extensions; aligned(sizeof T)
+ * makes every load and store an unaligned one).  Each clone compiles them to its own
+ * registers: one zmm for 16 floats under AVX-512, two ymm under AVX2, and so on. */
+typedef float stc_f16 __attribute__((vector_size(64), aligned(4)));
+typedef float stc_f8 __attribute__((vector_size(32), aligned(4)));
+typedef float stc_f4 __attribute__((vector_size(16), aligned(4)));
+typedef double stc_d16 __attribute__((vector_size(128), aligned(8)));
+typedef double stc_d8 __attribute__((vector_size(64), aligned(8)));
+typedef double stc_d4 __attribute__((vector_size(32), aligned(8)));
+
+/* One register block of stc_rows_gather: B outputs in one vector VT. */
+#define STC_GATHER_BLOCK(T, VT, B)                                                         \
+    for (; i + (B) <= hi; i += (B)) {                                                      \
+        VT acc = *(const VT *)(dst + i);                                                   \
+        for (ptrdiff_t r = 0; r < n_src; ++r) {                                            \
+            const T *restrict wr = w[r];                                                   \
+            const T *restrict base = src[r] + i;                                           \
+            for (ptrdiff_t k = 0; k < n_taps; ++k)                                         \
+                acc += wr[k] * *(const VT *)(base + offset[k]);                            \
+        }                                                                                  \
+        *(VT *)(dst + i) = acc;                                                            \
+    }
+
 #define STC_DEFINE_ROWOPS(T, SUFFIX)                                                       \
-/* Gather (convolution): dst[i] += w[k] * src[offset[k] + i], i in [first[k], stop[k]). */ \
-/* Where every tap is valid, the taps are summed in registers over 16-wide blocks, */    \
-/* so dst is loaded and stored once per block instead of once per tap.            */    \
-STC_CLONES static void stc_taps_axpy_##SUFFIX(                                             \
-    T *restrict dst, const T *restrict src, const T *w, ptrdiff_t n_taps,                  \
-    const ptrdiff_t *first, const ptrdiff_t *stop, const ptrdiff_t *offset)                \
+/* Gather of a whole output row from n_src source rows (one per valid outer tap and */ \
+/* input channel), each with its own weight row of n_taps x taps:                   */ \
+/*   dst[i] += sum over r, k of w[r][k] * src[r][offset[k] + i].                    */ \
+/* Where every x tap is valid the sum is kept in registers over blocks of 16, 8, 4   */ \
+/* and 1 outputs, so short rows (3-D and depthwise layers) still load and store the  */ \
+/* output once per block rather than once per tap.                                  */ \
+STC_CLONES static void stc_rows_gather_##SUFFIX(                                           \
+    T *restrict dst, const T *const *src, const T *const *w, ptrdiff_t n_src,              \
+    ptrdiff_t n_taps, const ptrdiff_t *first, const ptrdiff_t *stop,                       \
+    const ptrdiff_t *offset)                                                               \
 {                                                                                          \
     ptrdiff_t lo = 0, hi = PTRDIFF_MAX;                                                    \
     for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
         if (first[k] > lo) lo = first[k];                                                  \
         if (stop[k] < hi) hi = stop[k];                                                    \
     }                                                                                      \
-    if (n_taps == 1 || hi - lo < 16) { lo = hi = 0; }                                     \
-    for (ptrdiff_t k = 0; k < n_taps; ++k) {  /* the runs outside [lo, hi) */              \
-        T a = w[k];                                                                        \
-        const T *restrict s = src + offset[k];                                             \
-        ptrdiff_t i0 = first[k], i1 = stop[k];                                             \
-        ptrdiff_t m0 = lo > i0 ? (lo < i1 ? lo : i1) : i0;                                 \
-        ptrdiff_t m1 = hi < i1 ? (hi > i0 ? hi : i0) : i1;                                 \
-        if (m1 < m0) m1 = m0;                                                              \
-        for (ptrdiff_t i = i0; i < m0; ++i) dst[i] += a * s[i];                            \
-        for (ptrdiff_t i = m1; i < i1; ++i) dst[i] += a * s[i];                            \
-    }                                                                                      \
-    ptrdiff_t i = lo;                                                                      \
-    for (; i + 16 <= hi; i += 16) {                                                        \
-        T acc[16];                                                                         \
-        for (int j = 0; j < 16; ++j) acc[j] = dst[i + j];                                  \
+    if (hi < lo) hi = lo;                                                                  \
+    for (ptrdiff_t r = 0; r < n_src; ++r)  /* the runs outside [lo, hi) */                 \
         for (ptrdiff_t k = 0; k < n_taps; ++k) {                                           \
-            T a = w[k];                                                                    \
-            const T *restrict s = src + offset[k] + i;                                     \
-            for (int j = 0; j < 16; ++j) acc[j] += a * s[j];                               \
+            T a = w[r][k];                                                                 \
+            const T *restrict s = src[r] + offset[k];                                      \
+            ptrdiff_t i0 = first[k], i1 = stop[k];                                         \
+            ptrdiff_t m0 = lo > i0 ? (lo < i1 ? lo : i1) : i0;                             \
+            ptrdiff_t m1 = hi < i1 ? (hi > i0 ? hi : i0) : i1;                             \
+            if (m1 < m0) m1 = m0;                                                          \
+            for (ptrdiff_t i = i0; i < m0; ++i) dst[i] += a * s[i];                        \
+            for (ptrdiff_t i = m1; i < i1; ++i) dst[i] += a * s[i];                        \
         }                                                                                  \
-        for (int j = 0; j < 16; ++j) dst[i + j] = acc[j];                                  \
-    }                                                                                      \
+    ptrdiff_t i = lo;                                                                      \
+    STC_GATHER_BLOCK(T, stc_##SUFFIX##16, 16)                                              \
+    STC_GATHER_BLOCK(T, stc_##SUFFIX##8, 8)                                                \
+    STC_GATHER_BLOCK(T, stc_##SUFFIX##4, 4)                                                \
     for (; i < hi; ++i) {                                                                  \
         T acc = dst[i];                                                                    \
-        for (ptrdiff_t k = 0; k < n_taps; ++k) acc += w[k] * src[offset[k] + i];           \
+        for (ptrdiff_t r = 0; r < n_src; ++r)                                              \
+            for (ptrdiff_t k = 0; k < n_taps; ++k) acc += w[r][k] * src[r][offset[k] + i]; \
         dst[i] = acc;                                                                      \
     }                                                                                      \
 }                                                                                          \
