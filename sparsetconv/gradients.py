@@ -9,6 +9,12 @@ convolution's output gradient) with the large side, shared by both directions
 (``_compiled.WeightGradient``); on the sparse backend it is read off the matrix itself:
 every stored entry of the operator's matrix names the weight element it holds, so
 ``grad_w[e] = sum over entries with index e of grad_output[row] * input[col]``.
+
+Non-finite values follow the forward rule (:mod:`sparsetconv.functional`): a gradient
+sums products of real elements only, never a product with padding.  The compiled
+weight gradient multiplies padding zeros, so where its result is not finite and a
+padding exists, it is recomputed tap by tap (:mod:`sparsetconv._taps`): a product with
+padding could only have turned a finite element into NaN.
 """
 
 import functools
@@ -17,8 +23,9 @@ import numpy as np
 
 from . import _compiled
 from ._plan import adjoint_plan, check_backend, make_plan
+from ._taps import weight_gradient_by_taps
 from ._validation import compute_dtype
-from .functional import _sparse
+from .functional import _sparse, all_finite, as_array, compiled
 from .matrix import _operator_matrix
 
 __all__ = ["conv_transpose_backward", "conv_backward"]
@@ -98,11 +105,12 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
               groups, dilation, needs, backend):
     needs = _check_needs(needs)
     check_backend(backend)
-    x, w, g = np.asarray(input), np.asarray(weight), np.asarray(grad_output)
+    x, w = as_array(input, "input"), as_array(weight, "weight")
+    g = as_array(grad_output, "grad_output")
     dtype = np.result_type(compute_dtype(x.dtype, "input"), compute_dtype(g.dtype, "grad_output"))
     plan = make_plan(transposed, None, x.shape, dtype, w.shape, w.dtype, None, None, stride,
                      padding, output_padding, groups, dilation, None)
-    if g.shape != plan.output_shape:
+    if g.ndim != len(plan.output_shape) or g.shape != plan.output_shape:
         raise ValueError(
             f"grad_output must have the output's shape {plan.output_shape}, got "
             f"grad_output.shape={g.shape}"
@@ -126,13 +134,17 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
             grad_weight = _sparse_weight_gradient(plan, x, g, w.shape)
         else:
             grad_weight = _weight_gradient(plan)(small, large)
+            if (any(plan.geometry.pad_begin + plan.geometry.pad_end)
+                    and not all_finite(grad_weight)):
+                grad_weight = weight_gradient_by_taps(plan, small, large)
     return grad_input, grad_weight, grad_bias
 
 
 @functools.lru_cache(maxsize=256)
 def _input_gradient(plan):
-    """The compiled adjoint operator of ``plan`` (prepared once per plan)."""
-    return _compiled.Executor(adjoint_plan(plan, plan.batch))
+    """The compiled adjoint operator of ``plan`` (prepared once per plan), held to the
+    non-finite rule like the forward functions."""
+    return compiled(adjoint_plan(plan, plan.batch))
 
 
 @functools.lru_cache(maxsize=256)

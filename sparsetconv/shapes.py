@@ -17,9 +17,10 @@ Sizes are tuples of ints, one per spatial axis; a bare int means a 1-D size.
 from dataclasses import dataclass
 
 from ._validation import (
-    as_int,
+    as_shape,
     as_tuple,
     check_at_least,
+    check_extent,
     padding_for_display,
     padding_spec,
 )
@@ -72,13 +73,9 @@ class Geometry:
 
 def _sizes(value, name):
     """A size argument: an int (1-D) or a sequence of ints, each >= 1."""
-    if isinstance(value, (tuple, list)) or hasattr(value, "__len__"):
-        sizes = tuple(as_int(v, f"{name}[axis {axis}]") for axis, v in enumerate(value))
-        if not 1 <= len(sizes) <= 3:
-            raise ValueError(f"{name} must have 1, 2 or 3 spatial sizes, got {sizes}")
-    else:
-        sizes = (as_int(value, name),)
-    check_at_least(sizes, 1, name)
+    sizes = as_shape(value, name)
+    if not 1 <= len(sizes) <= 3:
+        raise ValueError(f"{name} must have 1, 2 or 3 spatial sizes, got {sizes}")
     return sizes
 
 
@@ -147,6 +144,7 @@ def resolve_conv(input_size, kernel_size, stride=1, padding=0, dilation=1):
                 f"than the dilated kernel (dilation*(kernel_size-1)+1 = "
                 f"{dilation[axis]}*({kernel[axis]}-1)+1 = {span})"
             )
+        check_extent((padded,), f"the padded input size (input_size + padding) on axis {axis}")
         small.append((padded - span) // stride[axis] + 1)
     return Geometry(
         small=tuple(small), large=large, kernel=kernel, stride=stride, dilation=dilation,
@@ -183,6 +181,8 @@ def resolve_conv_transpose(input_size, kernel_size, stride=1, padding=0,
                 f"{dilation[axis]}*({kernel[axis]} - 1) + {op} + 1 = {size}: padding "
                 f"crops more than the full output of {full}"
             )
+        check_extent((full, size), f"the transposed convolution's output size on axis {axis} "
+                                   f"(full, cropped)")
         large.append(size)
     return Geometry(
         small=small, large=tuple(large), kernel=kernel, stride=stride, dilation=dilation,

@@ -4,11 +4,17 @@ Every error is checked for its type and for naming the argument; the valid calls
 to them are checked against tests/reference.py.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hyp
 
 import sparsetconv as stc
+from conftest import conv_configs
 from reference import conv_reference, conv_transpose_reference
+from sparsetconv import _compiled
 
 BACKENDS = ["auto", "direct", "sparse"]
 
@@ -548,3 +554,94 @@ def test_zero_times_inf_is_nan_where_the_kernel_reaches():
     assert np.isnan(out[0, 0, 2])
     assert out[0, 0, 3] == np.inf
     np.testing.assert_array_equal(out[0, 0, [0, 1, 4, 5]], [0.0, 1.0, 0.0, 1.0])
+
+
+# ---------------------------------------------------------------------------
+# The non-finite rule: padding is never multiplied, on every backend and algorithm.
+
+def _same_specials(got, want, what):
+    """NaN where ``want`` is NaN, the same infinities, finite values close."""
+    assert got.shape == want.shape, what
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"NaN at {what}")
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want), err_msg=f"+inf at {what}")
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want), err_msg=f"-inf at {what}")
+    finite = np.isfinite(want)
+    scale = max(1.0, float(np.abs(want[finite]).max(initial=0.0)))
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-9, atol=1e-9 * scale,
+                               err_msg=what)
+
+
+@contextlib.contextmanager
+def forced_algorithm(name):
+    """Every compiled call made inside runs ``name`` (forward) and, for "direct" and
+    "gemm", the weight-gradient algorithm of that name; caches are cleared around it."""
+    from sparsetconv import functional, gradients
+
+    def clear():
+        functional._CALLS.clear()
+        gradients._input_gradient.cache_clear()
+        gradients._weight_gradient.cache_clear()
+
+    saved = _compiled.choose_algorithm, _compiled.weight_grad_algorithm
+    forward = _compiled.ALGORITHMS[name]
+    weight = {"direct": _compiled.WEIGHT_GRAD_DIRECT, "gemm": _compiled.WEIGHT_GRAD_GEMM}
+
+    def choose(plan):
+        if forward == _compiled.KERNEL_ROWS and not (plan.transposed and
+                                                     plan.geometry.dilation[-1] == 1):
+            return saved[0](plan)  # kernel rows serves only these
+        return forward
+
+    clear()
+    _compiled.choose_algorithm = choose
+    _compiled.weight_grad_algorithm = lambda plan: weight.get(name, saved[1](plan))
+    try:
+        yield
+    finally:
+        _compiled.choose_algorithm, _compiled.weight_grad_algorithm = saved
+        clear()
+
+
+def test_nan_weight_meeting_padding_issue_reproducer():
+    # The rule: out[0] = nan*padding (nothing) + 1*1 + 1*1 = 2.
+    x, w = np.ones((1, 1, 3)), np.array([[[np.nan, 1.0, 1.0]]])
+    want = np.array([[[2.0, np.nan, np.nan]]])
+    for backend in BACKENDS:
+        np.testing.assert_array_equal(stc.conv(x, w, padding=1, backend=backend), want)
+    # 16 channel pairs: the size at which "auto" switches to GEMM.
+    x16, w16 = np.ones((1, 4, 3)), np.ones((4, 4, 3))
+    w16[:, :, 0] = np.nan
+    want16 = stc.conv(x16, w16, padding=1, backend="sparse")
+    assert np.isfinite(want16[..., 0]).all() and np.isnan(want16[..., 1:]).all()
+    for name in _compiled.ALGORITHMS:
+        with forced_algorithm(name):
+            for backend in ("auto", "direct"):
+                np.testing.assert_array_equal(stc.conv(x16, w16, padding=1, backend=backend),
+                                              want16)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cfg=hyp.one_of(conv_configs(transposed=True), conv_configs(transposed=False)),
+       special=hyp.sampled_from([np.nan, np.inf, -np.inf]),
+       where=hyp.sampled_from(["weight", "input", "both"]),
+       algorithm=hyp.sampled_from(sorted(_compiled.ALGORITHMS)))
+def test_non_finite_rule_every_backend_and_algorithm(cfg, special, where, algorithm):
+    x, w, b = cfg.arrays()
+    r = np.random.default_rng(cfg.seed)
+    for name, array in (("weight", w), ("input", x)):
+        if where in (name, "both"):
+            array[r.random(array.shape) < 0.3] = special
+    function = stc.conv_transpose if cfg.transposed else stc.conv
+    backward = stc.conv_transpose_backward if cfg.transposed else stc.conv_backward
+    kw = cfg.kwargs()
+    want = function(x, w, b, backend="sparse", **kw)   # the matrix: never stores padding
+    g = r.standard_normal(want.shape)
+    g[r.random(g.shape) < 0.2] = special
+    want_grads = backward(g, x, w, backend="sparse", **kw)
+    with forced_algorithm(algorithm):
+        for backend in ("auto", "direct"):
+            _same_specials(function(x, w, b, backend=backend, **kw), want,
+                           f"{backend}/{algorithm} {cfg}")
+            grads = backward(g, x, w, backend=backend, **kw)
+            for label, got, expected in zip(("input", "weight", "bias"), grads, want_grads):
+                _same_specials(got, expected, f"grad {label} {backend}/{algorithm} {cfg}")
