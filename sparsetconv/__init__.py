@@ -7,7 +7,40 @@ convolution is ``A.T``.  The library builds that matrix (:func:`conv_matrix`,
 to NumPy arrays (:func:`conv_transpose`, :func:`conv` and their 1-D/2-D/3-D aliases).
 """
 
-from ._threads import get_num_threads, openmp_enabled, set_num_threads, threads
+import os as _os
+
+
+def _load_openmp_runtime_passively():
+    """Import the compiled kernels with OpenMP's idle workers told to sleep, not spin.
+
+    After a parallel region, OpenMP workers spin-wait for the next one (libgomp: up to
+    300,000 spins) -- taking the cores NumPy's BLAS threads need in a solver loop
+    (scipy's ``lsqr`` on our operator ran 8x slower with two threads than with one).
+    ``OMP_WAIT_POLICY=passive`` makes them sleep at once; waking them costs microseconds
+    per call, nothing next to the calls that use more than one thread.  The runtime
+    reads the variable when it initialises, so it is set only for the import (and the
+    runtime's initialisation), then the environment is restored.  A user's own
+    ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` wins; a runtime that
+    another library already initialised (PyTorch imported first shares its libgomp)
+    keeps that library's settings.
+    """
+    environ = _os.environ
+    user = any(environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                  "KMP_BLOCKTIME"))
+    if not user:
+        environ["OMP_WAIT_POLICY"] = "passive"
+    try:
+        from . import _openmp
+
+        _openmp.openmp_max_threads()  # initialises a lazily started runtime (libomp)
+    finally:
+        if not user:
+            del environ["OMP_WAIT_POLICY"]
+
+
+_load_openmp_runtime_passively()
+
+from ._threads import get_num_threads, openmp_enabled, set_num_threads, threads  # noqa: E402
 from .functional import (
     conv,
     conv1d,

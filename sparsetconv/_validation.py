@@ -30,32 +30,40 @@ def is_sequence(value):
     return isinstance(value, (tuple, list, range))
 
 
-def as_int(value, name):
+def as_int(value, name, kind="an int"):
     """``operator.index(value)`` with an error that names the argument; bools refused.
 
     Anything integer-like works: Python and NumPy integers, 0-d integer arrays.
+    ``kind`` says what the argument may be, for the message.
     """
     if isinstance(value, (bool, np.bool_)) or (
             isinstance(value, np.ndarray) and value.dtype == np.bool_):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
+        raise TypeError(f"{name} must be {kind}, got bool {value!r}")
     try:
         return operator.index(value)
     except TypeError:
         raise TypeError(
-            f"{name} must be an int or a tuple of ints, got {type(value).__name__} "
-            f"{_show(value)}"
+            f"{name} must be {kind}, got {type(value).__name__} {_show(value)}"
         ) from None
 
 
+_EXTENT_RULE = (f"sizes, strides, paddings, dilations and the positions they reach must "
+                f"be below 2**62 = {MAX_EXTENT}, so that positions fit 64-bit integers")
+
+
 def check_extent(values, name):
-    """Raise ``ValueError`` if a value is too large for 64-bit index arithmetic."""
+    """Raise ``ValueError`` if an argument's value is too large for 64-bit indices."""
     for axis, v in enumerate(values):
         if abs(v) >= MAX_EXTENT:
-            raise ValueError(
-                f"{name}={_show(values)} is too large ({v} on axis {axis}): sizes, "
-                f"strides, paddings, dilations and the positions they reach must be "
-                f"below 2**62 = {MAX_EXTENT}, so that positions fit 64-bit integers"
-            )
+            where = f" ({v} on axis {axis})" if len(values) > 1 else ""
+            raise ValueError(f"{name}={_show(values if len(values) > 1 else v)} is too "
+                             f"large{where}: {_EXTENT_RULE}")
+
+
+def check_derived_extent(value, description):
+    """Raise ``ValueError`` if a size derived from the arguments is too large."""
+    if abs(value) >= MAX_EXTENT:
+        raise ValueError(f"{description} would be {value}, too large: {_EXTENT_RULE}")
 
 
 def as_shape(value, name, *, low=1):
@@ -66,7 +74,7 @@ def as_shape(value, name, *, low=1):
     if is_sequence(value):
         sizes = tuple(as_int(v, f"{name}[axis {axis}]") for axis, v in enumerate(value))
     else:
-        sizes = (as_int(value, name),)
+        sizes = (as_int(value, name, "an int or a tuple of ints"),)
     check_at_least(sizes, low, name)
     check_extent(sizes, name)
     return sizes
@@ -86,7 +94,7 @@ def as_tuple(value, rank, name):
             )
         values = tuple(as_int(v, f"{name}[axis {axis}]") for axis, v in enumerate(values))
     else:
-        values = (as_int(value, name),) * rank
+        values = (as_int(value, name, f"an int or a tuple of {rank} ints"),) * rank
     check_extent(values, name)
     return values
 
@@ -140,12 +148,12 @@ def padding_spec(padding, rank):
                     as_int(item[1], f"padding[axis {axis}][end]"),
                 )
             else:
-                amount = as_int(item, f"padding[axis {axis}]")
+                amount = as_int(item, f"padding[axis {axis}]", "an int or a (begin, end) pair")
                 pair = (amount, amount)
             pairs.append(pair)
         pairs = tuple(pairs)
     else:
-        amount = as_int(padding, "padding")
+        amount = as_int(padding, "padding", "an int, a tuple, 'valid' or 'same'")
         pairs = ((amount, amount),) * rank
     for axis, (begin, end) in enumerate(pairs):
         if begin < 0 or end < 0:
@@ -221,18 +229,19 @@ def format_bytes(n):
     return f"{n:.1f} EiB"  # pragma: no cover
 
 
-def check_memory(what, shape, dtype, extra_bytes=0):
-    """Raise ``MemoryError`` naming the need when an array of ``shape`` (plus
-    ``extra_bytes`` of workspace) cannot fit in this process's memory."""
-    needed = prod(shape) * np.dtype(dtype).itemsize + extra_bytes
+def check_memory(what, shape, dtype):
+    """Raise ``MemoryError`` naming the need when ``what``, an array of ``shape``,
+    cannot fit in this process's memory."""
+    check_bytes(f"{what} of shape {tuple(shape)} ({np.dtype(dtype)})",
+                prod(shape) * np.dtype(dtype).itemsize)
+
+
+def check_bytes(description, needed):
+    """Raise ``MemoryError`` when ``needed`` bytes exceed this process's memory."""
     limit = memory_limit()
     if needed > limit:
-        more = f" (with {format_bytes(extra_bytes)} of workspace)" if extra_bytes else ""
-        raise MemoryError(
-            f"{what} of shape {tuple(shape)} ({np.dtype(dtype)}) needs "
-            f"{format_bytes(needed)}{more}, more than the {format_bytes(limit)} of memory "
-            f"this process may use"
-        )
+        raise MemoryError(f"{description} needs {format_bytes(needed)}, more than the "
+                          f"{format_bytes(limit)} of memory this process may use")
 
 
 def _show(value):

@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-from ._validation import as_int, padding_spec
+from ._validation import as_int, check_bytes, compute_dtype, is_sequence, padding_spec
 from .matrix import conv_matrix, conv_transpose_matrix
 from .shapes import _sizes, resolve_conv_transpose
 
@@ -211,12 +211,11 @@ def contributions(input, weight, stride=1, padding=0, output_padding=0, dilation
            [ 2., 17., 21.],
            [ 0.,  1.,  5.]])
     """
-    x = np.asarray(input)
-    w = np.asarray(weight)
-    if not 1 <= x.ndim <= 3 or w.ndim != x.ndim:
-        raise ValueError(f"input and weight must have the same number (1-3) of spatial "
-                         f"dimensions and no channel axes, got input.shape={x.shape}, "
-                         f"weight.shape={w.shape}")
+    x, w = _single_channel(input, weight)
+    sizes = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding,
+                                   dilation)
+    check_bytes(f"contributions of shape {x.shape + sizes.large}",
+                2 * x.size * int(np.prod(sizes.large, dtype=object)) * 8)
     matrix = conv_transpose_matrix((1,) + x.shape, w[None, None], stride, padding,
                                    output_padding, 1, dilation)
     out_shape = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding,
@@ -224,6 +223,23 @@ def contributions(input, weight, stride=1, padding=0, output_padding=0, dilation
     dense = matrix.toarray()                           # (outputs, inputs)
     buffers = dense * x.reshape(1, -1).astype(dense.dtype)
     return np.ascontiguousarray(buffers.T).reshape(x.shape + out_shape)
+
+
+def _single_channel(input, weight):
+    """The arrays of :func:`contributions` and :func:`output_terms`, checked."""
+    from .functional import as_array
+
+    x, w = as_array(input, "input"), as_array(weight, "weight")
+    compute_dtype(x.dtype, "input")
+    compute_dtype(w.dtype, "weight")
+    if not 1 <= x.ndim <= 3 or w.ndim != x.ndim:
+        raise ValueError(f"input and weight must have the same number (1-3) of spatial "
+                         f"dimensions and no channel axes, got input.shape={x.shape}, "
+                         f"weight.shape={w.shape}")
+    if x.size == 0 or w.size == 0:
+        raise ValueError(f"input and weight must not be empty, got input.shape={x.shape}, "
+                         f"weight.shape={w.shape}")
+    return x, w
 
 
 def output_terms(input, weight, index, stride=1, padding=0, output_padding=0, dilation=1):
@@ -264,14 +280,11 @@ def output_terms(input, weight, index, stride=1, padding=0, output_padding=0, di
     ((1, 0), (0, 1), 0.0, 1.0)
     ((1, 1), (0, 0), 1.0, 3.0)
     """
-    x = np.asarray(input)
-    w = np.asarray(weight)
-    if not 1 <= x.ndim <= 3 or w.ndim != x.ndim:
-        raise ValueError(f"input and weight must have the same number (1-3) of spatial "
-                         f"dimensions and no channel axes, got input.shape={x.shape}, "
-                         f"weight.shape={w.shape}")
+    x, w = _single_channel(input, weight)
     g = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding, dilation)
-    position = (index,) if np.ndim(index) == 0 else tuple(index)
+    if isinstance(index, (str, bytes)):
+        raise TypeError(f"index must be an int or a tuple of ints, got {index!r}")
+    position = tuple(index) if is_sequence(index) else (index,)
     if len(position) != g.rank:
         raise ValueError(f"index must give {g.rank} output indices, got index={index!r}")
     per_axis = []

@@ -26,11 +26,11 @@ import math
 import numpy as np
 import scipy.sparse
 
-from ._validation import as_int, as_tuple
+from ._validation import as_int, as_tuple, padding_spec
 from .functional import conv, conv_transpose
 from .gradients import conv_backward, conv_transpose_backward
 from .matrix import conv_matrix, conv_transpose_matrix
-from .shapes import output_padding_for, resolve_conv
+from .shapes import _check_output_padding, _hyper, output_padding_for, resolve_conv
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d"]
@@ -59,10 +59,13 @@ class _ConvLayerBase:
             if value % self.groups:
                 raise ValueError(f"{name}: {what}={value} must be divisible by "
                                  f"groups={self.groups}")
-        self.kernel_size = as_tuple(kernel_size, self.rank, "kernel_size")
-        self.stride = as_tuple(stride, self.rank, "stride")
-        self.dilation = as_tuple(dilation, self.rank, "dilation")
+        # Checked as the functions check them (kernel, stride, dilation >= 1, padding
+        # >= 0, output_padding < max(stride, dilation)), so bad values fail here.
+        self.kernel_size, self.stride, self.dilation = _hyper(self.rank, kernel_size, stride,
+                                                              dilation)
         self.output_padding = as_tuple(output_padding, self.rank, "output_padding")
+        _check_output_padding(self.output_padding, self.stride, self.dilation)
+        padding_spec(padding, self.rank)
         self.padding = padding if isinstance(padding, str) else (
             padding if isinstance(padding, (tuple, list)) else as_tuple(padding, self.rank,
                                                                         "padding"))

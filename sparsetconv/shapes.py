@@ -20,7 +20,7 @@ from ._validation import (
     as_shape,
     as_tuple,
     check_at_least,
-    check_extent,
+    check_derived_extent,
     padding_for_display,
     padding_spec,
 )
@@ -144,7 +144,8 @@ def resolve_conv(input_size, kernel_size, stride=1, padding=0, dilation=1):
                 f"than the dilated kernel (dilation*(kernel_size-1)+1 = "
                 f"{dilation[axis]}*({kernel[axis]}-1)+1 = {span})"
             )
-        check_extent((padded,), f"the padded input size (input_size + padding) on axis {axis}")
+        check_derived_extent(padded, f"the padded input size on axis {axis} (input_size "
+                                     f"{large[axis]} + padding {pb} + {pe})")
         small.append((padded - span) // stride[axis] + 1)
     return Geometry(
         small=tuple(small), large=large, kernel=kernel, stride=stride, dilation=dilation,
@@ -181,8 +182,10 @@ def resolve_conv_transpose(input_size, kernel_size, stride=1, padding=0,
                 f"{dilation[axis]}*({kernel[axis]} - 1) + {op} + 1 = {size}: padding "
                 f"crops more than the full output of {full}"
             )
-        check_extent((full, size), f"the transposed convolution's output size on axis {axis} "
-                                   f"(full, cropped)")
+        check_derived_extent(full, f"the transposed convolution's uncropped output size "
+                                   f"on axis {axis} ((input_size - 1)*stride + "
+                                   f"dilation*(kernel_size - 1) + 1)")
+        check_derived_extent(size, f"the transposed convolution's output size on axis {axis}")
         large.append(size)
     return Geometry(
         small=small, large=tuple(large), kernel=kernel, stride=stride, dilation=dilation,
