@@ -4,15 +4,13 @@ Every error is checked for its type and for naming the argument; the valid calls
 to them are checked against tests/reference.py.
 """
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hyp
 
 import sparsetconv as stc
-from conftest import conv_configs
+from conftest import conv_configs, forced_algorithm
 from reference import conv_reference, conv_transpose_reference
 from sparsetconv import _compiled
 
@@ -427,7 +425,6 @@ def _calls(x, w, b, xc, wc, bc, backend):
     ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("read_only", [False, True])
 def test_inputs_are_never_modified(backend, read_only):
     x, w, b = tconv_case()
@@ -468,7 +465,6 @@ def test_matrix_functions_never_modify_the_weight(read_only):
     np.testing.assert_array_equal(w32, copies[1])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_non_contiguous_inputs(backend):
     r = rng()
     big_x = r.standard_normal((2, 4, 7, 8))
@@ -489,7 +485,6 @@ def test_non_contiguous_inputs(backend):
 # ---------------------------------------------------------------------------
 # NaN and inf propagate as IEEE arithmetic says.
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
 def test_special_values_propagate_transposed(backend, special):
     # Stride 2, kernel 2: each input element owns one disjoint 2x2 output block.
@@ -516,7 +511,6 @@ def test_special_values_propagate_transposed(backend, special):
     np.testing.assert_allclose(out[~mask], ref[~mask], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_propagates_conv_and_stays_in_its_group(backend):
     r = rng()
     x = r.standard_normal((1, 4, 6, 6))
@@ -530,7 +524,6 @@ def test_nan_propagates_conv_and_stays_in_its_group(backend):
     assert np.isfinite(out[~mask]).all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_in_weight_and_inf_in_bias(backend):
     r = rng()
     x = r.standard_normal((1, 1, 3, 3))
@@ -569,37 +562,6 @@ def _same_specials(got, want, what):
     scale = max(1.0, float(np.abs(want[finite]).max(initial=0.0)))
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-9, atol=1e-9 * scale,
                                err_msg=what)
-
-
-@contextlib.contextmanager
-def forced_algorithm(name):
-    """Every compiled call made inside runs ``name`` (forward) and, for "direct" and
-    "gemm", the weight-gradient algorithm of that name; caches are cleared around it."""
-    from sparsetconv import functional, gradients
-
-    def clear():
-        functional._CALLS.clear()
-        gradients._input_gradient.cache_clear()
-        gradients._weight_gradient.cache_clear()
-
-    saved = _compiled.choose_algorithm, _compiled.weight_grad_algorithm
-    forward = _compiled.ALGORITHMS[name]
-    weight = {"direct": _compiled.WEIGHT_GRAD_DIRECT, "gemm": _compiled.WEIGHT_GRAD_GEMM}
-
-    def choose(plan):
-        if forward == _compiled.KERNEL_ROWS and not (plan.transposed and
-                                                     plan.geometry.dilation[-1] == 1):
-            return saved[0](plan)  # kernel rows serves only these
-        return forward
-
-    clear()
-    _compiled.choose_algorithm = choose
-    _compiled.weight_grad_algorithm = lambda plan: weight.get(name, saved[1](plan))
-    try:
-        yield
-    finally:
-        _compiled.choose_algorithm, _compiled.weight_grad_algorithm = saved
-        clear()
 
 
 def test_nan_weight_meeting_padding_issue_reproducer():
