@@ -113,10 +113,16 @@ def get_num_threads():
     return current_threads()
 
 
+# OpenMP aborts the process when it cannot create a team's threads: refuse counts
+# no machine could use.
+MAX_THREADS = 1024
+
+
 def _check(n):
     n = as_int(n, "n")
-    if n < 1:
-        raise ValueError(f"the number of threads must be >= 1, got n={n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"the number of threads must be between 1 and {MAX_THREADS}, "
+                         f"got n={n}")
     return n if _OPENMP else 1
 
 
@@ -129,7 +135,7 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int
-        At least 1.  Small problems still run on one thread.
+        1 to 1024.  Small problems still run on one thread.
 
     Examples
     --------

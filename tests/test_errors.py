@@ -4,6 +4,8 @@ Every error is checked for its type and for naming the argument; the valid calls
 to them are checked against tests/reference.py.
 """
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -607,3 +609,151 @@ def test_non_finite_rule_every_backend_and_algorithm(cfg, special, where, algori
             grads = backward(g, x, w, backend=backend, **kw)
             for label, got, expected in zip(("input", "weight", "bias"), grads, want_grads):
                 _same_specials(got, expected, f"grad {label} {backend}/{algorithm} {cfg}")
+
+
+# ---------------------------------------------------------------------------
+# Odd arguments: integer-likes work, everything else gets an error naming it.
+
+X1, W1 = np.ones((1, 1, 2)), np.ones((1, 1, 2))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: stc.conv(X1, W1, stride=2**63),
+    lambda: stc.conv(X1, W1, stride=2**63, backend="sparse"),
+    lambda: stc.conv_transpose(X1, W1, dilation=2**62),
+    lambda: stc.conv(X1, W1, padding=((0, 2**63),)),
+    lambda: stc.conv_backward(np.ones((1, 1, 1)), X1, W1, stride=2**63),
+    lambda: stc.contributions(np.ones(2), np.ones(2), stride=2**63),
+    lambda: stc.conv_output_size(2**63, 3),
+    lambda: stc.conv_matrix((1, 2), W1, stride=(2**64,)),
+], ids=["conv", "sparse", "dilation", "padding", "backward", "contributions", "size", "matrix"])
+def test_values_beyond_64_bit_indices_are_value_errors(call):
+    with pytest.raises(ValueError, match=r"stride|dilation|padding|input_size|2\*\*62"):
+        call()
+
+
+def test_huge_strides_that_fit_are_computed():
+    # One output position: the compiled workspace would scale with the stride, so an
+    # exact path serves it.
+    got = stc.conv(X1, W1, stride=2**62 - 1)
+    np.testing.assert_array_equal(got, [[[2.0]]])
+
+
+@pytest.mark.parametrize("call, what", [
+    (lambda: stc.conv_transpose(X1, W1, stride=10**12), "output of shape (1, 1, 1000000000002)"),
+    (lambda: stc.conv_transpose(X1, W1, stride=10**12, backend="sparse"), "output of shape"),
+    (lambda: stc.conv_transpose_matrix((1, 2), W1, stride=10**12), "sparse matrix of shape"),
+    (lambda: stc.contributions(np.ones(2), np.ones(2), stride=10**12), "contributions of shape"),
+])
+def test_results_too_big_to_allocate_say_what_they_need(call, what):
+    with pytest.raises(MemoryError, match=re.escape(what) + r".* needs [0-9.]+ [KMGTPE]iB"):
+        call()
+
+
+def test_scalar_output_size_for_1d():
+    want = stc.conv_transpose(X1, W1, stride=3, output_padding=1)
+    for size in (6, np.int64(6), np.array(6), (6,), [1, 1, 6]):
+        np.testing.assert_array_equal(stc.conv_transpose(X1, W1, stride=3, output_size=size),
+                                      want)
+
+
+def test_integer_likes_are_accepted_everywhere():
+    x5 = np.ones((1, 1, 5))
+    want = stc.conv(x5, W1, stride=2, padding=1)
+    for stride in (np.array(2), np.int32(2), (np.array(2),), np.array([2])):
+        for padding in (np.array(1), (np.array(1),), ((np.int8(1), np.array(1)),)):
+            np.testing.assert_array_equal(stc.conv(x5, W1, stride=stride, padding=padding),
+                                          want)
+    assert stc.conv_output_size(np.array([5, 6]), np.int64(3)) == (3, 4)
+    assert stc.conv_matrix((1, 4), W1, max_nnz=np.int64(10)).shape == (3, 4)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: stc.conv_output_size(b"12", 3), TypeError, "input_size"),
+    (lambda: stc.conv_output_size("12", 3), TypeError, "input_size"),
+    (lambda: stc.conv(X1, W1, stride=2.0), TypeError, "stride"),
+    (lambda: stc.conv(X1, W1, stride=True), TypeError, "stride"),
+    (lambda: stc.conv(X1, W1, stride=np.array([True])), TypeError, "stride"),
+    (lambda: stc.conv(X1, W1, stride="2"), TypeError, "stride"),
+    (lambda: stc.conv(X1, W1, padding=b"same"), TypeError, "padding"),
+    (lambda: stc.conv(X1, W1, padding=np.array([[1, 2, 3]])), ValueError, "padding"),
+    (lambda: stc.conv(X1, W1, groups=np.array([1])), TypeError, "groups"),
+    (lambda: stc.conv_transpose(X1, W1, output_size=2.5), TypeError, "output_size"),
+    (lambda: stc.conv_transpose(X1, W1, output_size="3"), TypeError, "output_size"),
+    (lambda: stc.conv_matrix((1, 4), W1, max_nnz="10"), TypeError, "max_nnz"),
+    (lambda: stc.conv_matrix((1, 4), W1, max_nnz=True), TypeError, "max_nnz"),
+    (lambda: stc.conv_matrix((1, 4), W1, max_nnz=-1), ValueError, "max_nnz"),
+    (lambda: stc.conv_matrix(4, W1), ValueError, "input_shape"),
+    (lambda: stc.conv_matrix("14", W1), TypeError, "input_shape"),
+    (lambda: stc.Conv2d(2, 2, 0), ValueError, "kernel_size"),
+    (lambda: stc.Conv2d(2, 2, -1), ValueError, "kernel_size"),
+    (lambda: stc.Conv2d(2, 2, 3, stride=0), ValueError, "stride"),
+    (lambda: stc.Conv2d(2, 2, 3, padding=-1), ValueError, "padding"),
+    (lambda: stc.ConvTranspose1d(2, 2, 3, stride=2, output_padding=2), ValueError,
+     "output_padding"),
+    (lambda: stc.conv(np.array([["a", "b"]]), W1), TypeError, "input"),
+    (lambda: stc.conv(np.ones((1, 2, 3)).astype(str), W1), TypeError, "input"),
+    (lambda: stc.conv(X1, W1.astype(object)), TypeError, "weight"),
+    (lambda: stc.conv([[[1.0, 2.0], [1.0]]], W1), ValueError, "input"),
+    (lambda: stc.contributions(np.array(["a", "b"]), np.ones(2)), TypeError, "input"),
+    (lambda: stc.output_terms(np.ones(2), np.ones(2), 1.5), TypeError, "index"),
+    (lambda: stc.output_terms(np.ones(2), np.ones(2), True), TypeError, "index"),
+    (lambda: stc.output_terms(np.ones(2), np.ones(2), "0"), TypeError, "index"),
+    (lambda: stc.output_terms(np.ones(2), np.ones(2), (0, 0)), ValueError, "index"),
+    (lambda: stc.conv_backward(np.ones((1, 1, 1)).astype(complex), X1, W1), TypeError,
+     "grad_output"),
+    (lambda: stc.set_num_threads(10**6), ValueError, "n"),
+])
+def test_odd_arguments_name_themselves(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+# ---------------------------------------------------------------------------
+# Errors that say how to fix.
+
+def test_channels_last_input_suggests_moveaxis():
+    x = np.ones((2, 7, 9, 4))                       # (N, H, W, C) with C = 4
+    w = np.ones((5, 4, 3, 3))
+    with pytest.raises(ValueError, match=re.escape("np.moveaxis(input, -1, 1)")):
+        stc.conv(x, w)
+    fixed = stc.conv(np.moveaxis(x, -1, 1), w)
+    assert fixed.shape == (2, 5, 5, 7)
+    with pytest.raises(ValueError, match=re.escape("np.moveaxis(input, -1, 0)")):
+        stc.conv_transpose(np.ones((7, 9, 3)), np.ones((3, 2, 3, 3)))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_convolution_layout_weight_in_conv_transpose_suggests_the_fix(groups):
+    r = rng()
+    c_in, c_out = 2 * groups, 3 * groups
+    x = r.standard_normal((2, c_in, 5, 5))
+    conv_layout = r.standard_normal((c_out, c_in // groups, 3, 3))
+    with pytest.raises(ValueError, match="convolution's") as info:
+        stc.conv_transpose(x, conv_layout, groups=groups)
+    fix = str(info.value).rsplit(": ", 1)[1].split(";")[0]
+    weight = eval(fix, {"weight": conv_layout})      # the suggested expression, as given
+    assert weight.shape == (c_in, c_out // groups, 3, 3)
+    # It is the adjoint's weight: the transposed convolution with it is the matrix
+    # transpose of the convolution with the original weight, group blocks included.
+    a = stc.conv_matrix((c_in, 5, 5), weight.reshape(groups, c_in // groups, c_out // groups,
+                                                     3, 3).swapaxes(1, 2).reshape(
+                                                         c_out, c_in // groups, 3, 3),
+                        groups=groups)
+    b = stc.conv_matrix((c_in, 5, 5), conv_layout, groups=groups)
+    assert (a != b).nnz == 0
+    assert stc.conv_transpose(x, weight, groups=groups).shape[1] == c_out
+
+
+def test_transposed_layout_weight_in_conv_suggests_swapaxes():
+    with pytest.raises(ValueError, match=re.escape("weight.swapaxes(0, 1)")):
+        stc.conv(np.ones((2, 5, 9, 9)), np.ones((5, 3, 3, 3)))
+
+
+def test_4d_input_with_5d_weight_says_it_was_read_unbatched():
+    with pytest.raises(ValueError, match="unbatched") as info:
+        stc.conv(np.ones((2, 3, 9, 9)), np.ones((5, 3, 3, 3, 3)))
+    assert "4-D weight" in str(info.value)
+    # When the channels happen to fit, the reading is the documented one: one sample.
+    out = stc.conv(np.ones((3, 4, 9, 9)), np.ones((5, 3, 3, 3, 3)))
+    assert out.shape == (5, 2, 7, 7)
