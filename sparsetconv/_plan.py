@@ -71,7 +71,7 @@ class ConvPlan:
 
 
 def check_backend(backend):
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
 
@@ -91,13 +91,18 @@ def _rank_of(weight_shape, rank):
     return ndim - 2
 
 
-def _channels(input_shape, weight_shape, bias_shape, groups, transposed, rank):
+def _shape_text(name, shape):
+    """``input.shape=(1, 2)`` for an array argument, ``input_shape=(1, 2)`` for a shape."""
+    return f"{name}.shape={tuple(shape)}" if name == "input" else f"{name}={tuple(shape)}"
+
+
+def _channels(input_shape, weight_shape, bias_shape, groups, transposed, rank, name="input"):
     """Check ranks, channels and groups; return ``(batch, small_channels, large_channels)``."""
     if len(input_shape) not in (rank + 1, rank + 2):
         raise ValueError(
-            f"input must have {rank + 2} dimensions (N, C, *spatial) or {rank + 1} "
+            f"{name} must have {rank + 2} dimensions (N, C, *spatial) or {rank + 1} "
             f"(C, *spatial) for a weight of shape {tuple(weight_shape)}, got "
-            f"input.shape={tuple(input_shape)}"
+            f"{_shape_text(name, input_shape)}"
         )
     groups = as_int(groups, "groups")
     if groups < 1:
@@ -127,7 +132,7 @@ def _channels(input_shape, weight_shape, bias_shape, groups, transposed, rank):
         else:
             why = f"weight.shape[1] * groups = {per_group} * {groups} = {large}"
         raise ValueError(
-            f"input has {channels} channels (input.shape={tuple(input_shape)}"
+            f"{name} has {channels} channels ({_shape_text(name, input_shape)}"
             f"{'' if batched else ', read as one unbatched sample (C, *spatial)'}) but the "
             f"weight expects {why}"
             + _channel_hints(input_shape, weight_shape, groups, transposed, rank, batched,
@@ -136,9 +141,11 @@ def _channels(input_shape, weight_shape, bias_shape, groups, transposed, rank):
     if bias_shape is not None:
         out_channels = large if transposed else small
         if tuple(bias_shape) != (out_channels,):
+            source = (f"weight.shape[1] * groups = {per_group} * {groups}" if transposed
+                      else f"weight.shape[0]")
             raise ValueError(
-                f"bias must have shape ({out_channels},) (one value per output channel), "
-                f"got bias.shape={tuple(bias_shape)}"
+                f"bias must have shape ({out_channels},) (one value per output channel, "
+                f"{source} = {out_channels}), got bias.shape={tuple(bias_shape)}"
             )
     return (input_shape[0] if batched else None), small, large, groups
 
@@ -214,19 +221,20 @@ def _plan_cached(*key):
 
 def _make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_dtype,
                bias_shape, bias_dtype, stride, padding, output_padding, groups, dilation,
-               output_size):
+               output_size, input_name="input"):
     # dtypes first: a string or object array is a TypeError, whatever its shape.
     dtype = result_dtype(("input", input_dtype), ("weight", weight_dtype), ("bias", bias_dtype))
     rank = _rank_of(weight_shape, rank)
     batch, small, large, groups = _channels(
-        input_shape, weight_shape, bias_shape, groups, transposed, rank
+        input_shape, weight_shape, bias_shape, groups, transposed, rank, input_name
     )
     spatial = tuple(input_shape[-rank:])
     kernel = tuple(weight_shape[2:])
     for axis, size in enumerate(spatial):
         if size < 1:
             raise ValueError(
-                f"input spatial sizes must be >= 1, got input.shape={tuple(input_shape)} "
+                f"{input_name} spatial sizes must be >= 1, got "
+                f"{_shape_text(input_name, input_shape)} "
                 f"({size} on spatial axis {axis})"
             )
     if transposed:
@@ -247,11 +255,14 @@ def _make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_
 
 def make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_dtype,
               bias_shape, bias_dtype, stride, padding, output_padding, groups, dilation,
-              output_size):
-    """Validate one call's shapes, dtypes and hyper-parameters; return its ConvPlan."""
+              output_size, input_name="input"):
+    """Validate one call's shapes, dtypes and hyper-parameters; return its ConvPlan.
+
+    ``input_name`` is what messages call the input (``"input_shape"`` for the matrices).
+    """
     key = (transposed, rank, tuple(input_shape), input_dtype, tuple(weight_shape),
            weight_dtype, None if bias_shape is None else tuple(bias_shape), bias_dtype,
-           stride, padding, output_padding, groups, dilation, output_size)
+           stride, padding, output_padding, groups, dilation, output_size, input_name)
     # Only plain ints/strs/tuples are cache keys: 2.0 == 2 and True == 1 as dict
     # keys, and those must still reach validation (and its TypeError).
     if _plain((stride, padding, output_padding, groups, dilation, output_size)):

@@ -291,8 +291,12 @@ def output_terms(input, weight, index, stride=1, padding=0, output_padding=0, di
     for axis, value in enumerate(position):
         value = as_int(value, f"index[{axis}]")
         if not 0 <= value < g.large[axis]:
-            raise ValueError(f"index[{axis}]={value} is outside the output, whose size on "
-                             f"that axis is {g.large[axis]}")
+            raise ValueError(
+                f"index[{axis}]={value} is outside the output, whose size on that axis is "
+                f"{g.large[axis]} (the output {g.large} of input.shape={x.shape} and "
+                f"weight.shape={w.shape} with stride={g.stride}, padding="
+                f"{tuple(zip(g.pad_begin, g.pad_end))}, output_padding={g.output_padding}, "
+                f"dilation={g.dilation})")
         taps = np.arange(g.kernel[axis])
         # i*stride = value + pad_begin - k*dilation must be a multiple of stride, in range
         reach = value + g.pad_begin[axis] - taps * g.dilation[axis]

@@ -97,7 +97,8 @@ def _check_needs(needs):
         raise TypeError(f"needs must be an iterable of {NEEDS}, got {needs!r}") from None
     unknown = needs - set(NEEDS)
     if unknown:
-        raise ValueError(f"needs may only name {NEEDS}, got unknown {sorted(unknown)}")
+        raise ValueError(f"needs may only name {NEEDS}, got unknown "
+                         f"{sorted(unknown, key=repr)}")
     return needs
 
 
@@ -111,9 +112,14 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
     plan = make_plan(transposed, None, x.shape, dtype, w.shape, w.dtype, None, None, stride,
                      padding, output_padding, groups, dilation, None)
     if g.ndim != len(plan.output_shape) or g.shape != plan.output_shape:
+        geo = plan.geometry
+        extra = f", output_padding={geo.output_padding}" if transposed else ""
         raise ValueError(
             f"grad_output must have the output's shape {plan.output_shape}, got "
-            f"grad_output.shape={g.shape}"
+            f"grad_output.shape={g.shape} (the output of input.shape={x.shape} and "
+            f"weight.shape={w.shape} with stride={geo.stride}, padding="
+            f"{tuple(zip(geo.pad_begin, geo.pad_end))}{extra}, dilation={geo.dilation}, "
+            f"groups={plan.groups})"
         )
     channel_axis = 0 if plan.batch is None else 1
     grad_bias = grad_input = grad_weight = None

@@ -26,7 +26,7 @@ import math
 import numpy as np
 import scipy.sparse
 
-from ._validation import as_int, as_tuple, padding_spec
+from ._validation import as_int, as_tuple, check_memory, padding_spec
 from .functional import conv, conv_transpose
 from .gradients import conv_backward, conv_transpose_backward
 from .matrix import conv_matrix, conv_transpose_matrix
@@ -85,6 +85,7 @@ class _ConvLayerBase:
             shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         # PyTorch's reset_parameters: kaiming_uniform_(a=sqrt(5)) gives the bound
         # 1/sqrt(fan_in), fan_in = weight.shape[1] * prod(kernel); the bias uses the same.
+        check_memory(f"{name}'s weight", shape, np.float64)  # drawn in float64
         rng = np.random.default_rng(rng)
         bound = 1.0 / math.sqrt(shape[1] * math.prod(self.kernel_size))
         self.weight = rng.uniform(-bound, bound, shape).astype(self.dtype)

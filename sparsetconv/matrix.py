@@ -137,7 +137,8 @@ def _weight_and_plan(transposed, input_shape, weight, stride, padding, output_pa
             f"weight.shape={weight.shape}, got input_shape={input_shape}"
         )
     plan = make_plan(transposed, None, input_shape, None, weight.shape, weight.dtype, None,
-                     None, stride, padding, output_padding, groups, dilation, None)
+                     None, stride, padding, output_padding, groups, dilation, None,
+                     input_name="input_shape")
     return weight.astype(plan.dtype, copy=False), plan
 
 

@@ -273,7 +273,8 @@ def output_padding_for(input_size, output_size, kernel_size, stride=1, padding=0
     target = _sizes(output_size, "output_size")
     if len(target) != rank:
         raise ValueError(
-            f"output_size must have one size per spatial axis ({rank}), got {target}"
+            f"output_size must have one size per spatial axis of input_size={small} "
+            f"({rank}), got output_size={target}"
         )
     kernel, stride, dilation = _hyper(rank, kernel_size, stride, dilation)
     spec = padding_spec(padding, rank)
@@ -327,6 +328,7 @@ def inverse_conv_params(conv_input_size, kernel_size, stride=1, padding=0, dilat
     >>> conv_transpose_output_size(conv_output_size((28, 28), 5, stride=2), **params)
     (28, 28)
     """
+    conv_input_size = _sizes(conv_input_size, "conv_input_size")
     geometry = resolve_conv(conv_input_size, kernel_size, stride, padding, dilation)
     pairs = tuple(zip(geometry.pad_begin, geometry.pad_end))
     output_padding = []
