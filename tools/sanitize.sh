@@ -37,7 +37,9 @@ fi
 nm -D "$WORK"/src/sparsetconv/_kernels*.so | grep -q __asan_ || {
     echo "sanitize: the extension is not instrumented"; exit 1; }
 
-LIBASAN=$("$CC" -print-file-name=libasan.so)
+# libstdc++ too: ASan intercepts __cxa_throw, and must find the real one at start-up
+# for C++ extensions (matplotlib's) that throw.
+LIBASAN="$("$CC" -print-file-name=libasan.so) $("$CC" -print-file-name=libstdc++.so)"
 echo "sanitize: running the tests with LD_PRELOAD=$LIBASAN"
 status=0
 (cd "$WORK/src" &&
