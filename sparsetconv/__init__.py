@@ -10,6 +10,15 @@ to NumPy arrays (:func:`conv_transpose`, :func:`conv` and their 1-D/2-D/3-D alia
 import os as _os
 
 
+def _openmp_runtime_loaded():
+    """True when an OpenMP runtime is already mapped into this process (Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any(name in line for line in maps for name in ("libgomp", "libomp", "libiomp"))
+    except OSError:
+        return False
+
+
 def _load_openmp_runtime_passively():
     """Import the compiled kernels with OpenMP's idle workers told to sleep, not spin.
 
@@ -22,12 +31,17 @@ def _load_openmp_runtime_passively():
     runtime's initialisation), then the environment is restored.  A user's own
     ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` wins; a runtime that
     another library already initialised (PyTorch imported first shares its libgomp)
-    keeps that library's settings.
+    keeps that library's settings.  Returns which of these happened.
     """
     environ = _os.environ
-    user = any(environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
-                                                  "KMP_BLOCKTIME"))
-    if not user:
+    user = [f"{name}={environ[name]}" for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                   "KMP_BLOCKTIME") if environ.get(name)]
+    if user:
+        policy = "set by the user: " + ", ".join(user)
+    elif _openmp_runtime_loaded():
+        policy = "the OpenMP runtime's own (another library loaded it first)"
+    else:
+        policy = "passive (set by sparsetconv at import)"
         environ["OMP_WAIT_POLICY"] = "passive"
     try:
         from . import _openmp
@@ -35,10 +49,11 @@ def _load_openmp_runtime_passively():
         _openmp.openmp_max_threads()  # initialises a lazily started runtime (libomp)
     finally:
         if not user:
-            del environ["OMP_WAIT_POLICY"]
+            environ.pop("OMP_WAIT_POLICY", None)
+    return policy
 
 
-_load_openmp_runtime_passively()
+_OPENMP_WAIT_POLICY = _load_openmp_runtime_passively()
 
 from ._threads import get_num_threads, openmp_enabled, set_num_threads, threads  # noqa: E402
 from .functional import (

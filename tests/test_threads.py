@@ -131,3 +131,48 @@ def test_cgroup_quota(tmp_path, files, quota):
 def test_cgroup_quota_caps_available_cpus(monkeypatch):
     monkeypatch.setattr(_threads, "_cgroup_cpu_quota", lambda: 0.5)
     assert _threads.available_cpus() == 1
+
+
+def _child(code, **env_changes):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env.update(env_changes)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True)
+
+
+DISPLAY_ENV = """
+import ctypes, os, sys
+import sparsetconv
+print(repr(sparsetconv._OPENMP_WAIT_POLICY), os.environ.get("OMP_WAIT_POLICY"))
+sys.stdout.flush()
+gomp = [l.split()[-1] for l in open("/proc/self/maps") if "libgomp" in l][0]
+ctypes.CDLL(gomp).omp_display_env(0)   # OpenMP 5.0: prints the runtime's settings
+"""
+
+
+def _libgomp_display_env():
+    if not (stc.openmp_enabled() and sys.platform.startswith("linux")):
+        pytest.skip("needs the GNU OpenMP runtime on Linux")
+    probe = _child("import ctypes, sparsetconv; gomp = [l.split()[-1] for l in "
+                   "open('/proc/self/maps') if 'libgomp' in l]; "
+                   "print(bool(gomp) and hasattr(ctypes.CDLL(gomp[0]), 'omp_display_env'))")
+    if probe.stdout.strip() != "True":
+        pytest.skip("the OpenMP runtime is not libgomp >= 11 (no omp_display_env)")
+
+
+def test_openmp_workers_wait_passively_by_default():
+    _libgomp_display_env()
+    result = _child(DISPLAY_ENV)
+    assert "passive (set by sparsetconv" in result.stdout
+    assert result.stdout.split("\n")[0].endswith(" None")   # environment restored
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in result.stderr
+
+
+def test_a_users_wait_policy_wins():
+    _libgomp_display_env()
+    result = _child(DISPLAY_ENV, OMP_WAIT_POLICY="active")
+    assert "set by the user: OMP_WAIT_POLICY=active" in result.stdout
+    assert result.stdout.split("\n")[0].endswith(" active")
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in result.stderr
