@@ -14,7 +14,8 @@ def _openmp_runtime_loaded():
     """True when an OpenMP runtime is already mapped into this process (Linux)."""
     try:
         with open("/proc/self/maps") as maps:
-            return any(name in line for line in maps for name in ("libgomp", "libomp", "libiomp"))
+            return any(name in line for line in maps
+                       for name in ("libgomp", "libomp", "libiomp"))
     except OSError:
         return False
 
