@@ -31,6 +31,7 @@ import numpy as np
 from . import _compiled
 from ._plan import _plain, check_backend, make_plan
 from ._taps import operator_by_taps
+from ._threads import available_cpus, current_threads
 from ._validation import check_memory, memory_limit
 from .matrix import _operator_matrix
 
@@ -250,8 +251,9 @@ def all_finite(array):
 
 
 def _workspace_bytes(executor):
-    """The compiled kernels' workspace for one call, at the most threads it may use."""
-    threads = min(executor.max_threads, 256)
+    """The compiled kernels' workspace for one call, at the thread count it would run
+    with here (the setting or the CPUs, whichever is larger, capped by the work)."""
+    threads = min(executor.max_threads, max(current_threads(), available_cpus()))
     return sum(size * (threads if per_thread else 1)
                for size, per_thread in zip(executor.workspace, executor.per_thread)
                ) * executor.dtype.itemsize

@@ -632,6 +632,22 @@ def test_values_beyond_64_bit_indices_are_value_errors(call):
         call()
 
 
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
+    ((1, 21, 16, 16), (21, 21, 64, 64), 32, 16),      # FCN-32s: big GEMM columns
+    ((8, 512, 256), (512, 256, 16), 8, 4),            # MelGAN
+    ((2, 64, 12, 16, 12), (64, 32, 3, 3, 3), 2, 1),   # V-Net
+])
+def test_the_compiled_kernels_serve_real_layers(x_shape, w_shape, stride, padding):
+    """The exact NumPy path is for workspaces that cannot exist, not for big layers."""
+    from sparsetconv import functional
+
+    x, w = np.empty(x_shape, np.float32), np.empty(w_shape, np.float32)
+    with stc.threads(64):  # more threads than CPUs: still the kernels
+        call = functional._prepare(True, None, x, w, None, stride, padding, 0, 1, 1, None,
+                                   "auto")
+    assert isinstance(call, _compiled.Executor), call
+
+
 def test_huge_strides_that_fit_are_computed():
     # One output position: the compiled workspace would scale with the stride, so an
     # exact path serves it.
