@@ -8,6 +8,7 @@ False.  Set ``SPARSETCONV_DISABLE_OPENMP=1`` to force a serial build.
 
 import os
 import shutil
+import shlex
 import sys
 import sysconfig
 import tempfile
@@ -48,9 +49,16 @@ def openmp_flags(compiler):
             with open(source, "w") as f:
                 f.write(OPENMP_PROBE)
             try:
+                # The compiler already carries CFLAGS; the executable linker does not,
+                # yet the extension's link gets them: pass CFLAGS and LDFLAGS, so that
+                # e.g. -fsanitize=address links here as it will there (as scikit-learn's
+                # probe does with LDFLAGS).
                 objects = compiler.compile([source], output_dir=tmp, extra_postargs=compile_args)
                 compiler.link_executable(
-                    objects, "probe", output_dir=tmp, extra_postargs=link_args
+                    objects, "probe", output_dir=tmp,
+                    extra_preargs=shlex.split(os.environ.get("CFLAGS", ""))
+                    + shlex.split(os.environ.get("LDFLAGS", "")),
+                    extra_postargs=link_args,
                 )
             except Exception:  # any compile or link failure means "no OpenMP"
                 continue

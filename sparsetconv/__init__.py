@@ -43,8 +43,54 @@ def _source_tree_error(error):
     return ImportError(message, name=__name__, path=here)
 
 
+def _openmp_runtime_loaded():
+    """True when an OpenMP runtime is already mapped into this process (Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any(name in line for line in maps
+                       for name in ("libgomp", "libomp", "libiomp"))
+    except OSError:
+        return False
+
+
+def _load_openmp_runtime_passively():
+    """Import the compiled kernels with OpenMP's idle workers told to sleep, not spin.
+
+    After a parallel region, OpenMP workers spin-wait for the next one (libgomp: up to
+    300,000 spins) -- taking the cores NumPy's BLAS threads need in a solver loop
+    (scipy's ``lsqr`` on our operator ran 8x slower with two threads than with one).
+    ``OMP_WAIT_POLICY=passive`` makes them sleep at once; waking them costs microseconds
+    per call, nothing next to the calls that use more than one thread.  The runtime
+    reads the variable when it initialises, so it is set only for the import (and the
+    runtime's initialisation), then the environment is restored.  A user's own
+    ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` wins; a runtime that
+    another library already initialised (PyTorch imported first shares its libgomp)
+    keeps that library's settings.  Returns which of these happened.
+    """
+    environ = _os.environ
+    user = [f"{name}={environ[name]}" for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                   "KMP_BLOCKTIME") if environ.get(name)]
+    if user:
+        policy = "set by the user: " + ", ".join(user)
+    elif _openmp_runtime_loaded():
+        policy = "the OpenMP runtime's own (another library loaded it first)"
+    else:
+        policy = "passive (set by sparsetconv at import)"
+        environ["OMP_WAIT_POLICY"] = "passive"
+    try:
+        from . import _openmp
+
+        _openmp.openmp_max_threads()  # initialises a lazily started runtime (libomp)
+    finally:
+        if not user:
+            environ.pop("OMP_WAIT_POLICY", None)
+    return policy
+
+
 try:
-    from . import _kernels, _openmp  # noqa: F401  (the compiled extension)
+    # The compiled extension; the OpenMP runtime starts with passive waiting (above).
+    _OPENMP_WAIT_POLICY = _load_openmp_runtime_passively()
+    from . import _kernels  # noqa: F401
 except ImportError as _error:
     _replacement = _source_tree_error(_error)
     if _replacement is None:
@@ -53,8 +99,8 @@ except ImportError as _error:
     # a circular import)" would send the reader the wrong way.
     raise _replacement from None
 
-from ._config import show_config
-from ._threads import get_num_threads, openmp_enabled, set_num_threads, threads
+from ._config import show_config  # noqa: E402
+from ._threads import get_num_threads, openmp_enabled, set_num_threads, threads  # noqa: E402
 from .functional import (
     conv,
     conv1d,

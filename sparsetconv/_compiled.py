@@ -20,7 +20,6 @@ Algorithms (``_layout.ALGORITHMS``; each states its domain in ``_layout.unsuppor
 """
 
 import threading
-from math import prod
 
 import numpy as np
 
@@ -35,7 +34,6 @@ from ._layout import (
     TRANSPOSE,
     WEIGHT_GRADIENT,
     build_layout,
-    column_elements,
     unsupported,
 )
 from ._threads import current_threads
@@ -125,6 +123,10 @@ def _threading(layout, max_threads):
     are per thread.
     """
     n_threads = min(current_threads(), max_threads)
+    return _split(layout, n_threads)
+
+
+def _split(layout, n_threads):
     whole_chunks = (layout.algorithm == GEMM and n_threads > 1
                     and layout.n_chunks >= n_threads and _kernels.blas_thread_hook_installed())
     per_chunk = n_threads if whole_chunks else 1
@@ -163,6 +165,11 @@ class Executor:
         self.dtype = plan.dtype
         self.output_shape = plan.output_shape
         self.max_threads = max(1, plan.flops // FLOPS_PER_THREAD)
+
+    def workspace_bytes(self, n_threads):
+        """Bytes of workspace one call takes with (at most) ``n_threads`` threads."""
+        counts = _split(self.layout, min(n_threads, self.max_threads))[2]
+        return sum(counts.values()) * self.dtype.itemsize
 
     def __call__(self, x, w, b):
         dtype = self.dtype

@@ -12,7 +12,7 @@ from math import prod
 
 import numpy as np
 
-from ._validation import as_int, as_tuple, result_dtype
+from ._validation import as_int, as_shape, as_tuple, is_sequence, result_dtype
 from .shapes import Geometry, output_padding_for, resolve_conv, resolve_conv_transpose
 
 BACKENDS = ("auto", "direct", "sparse")
@@ -71,7 +71,7 @@ class ConvPlan:
 
 
 def check_backend(backend):
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
 
@@ -91,13 +91,18 @@ def _rank_of(weight_shape, rank):
     return ndim - 2
 
 
-def _channels(input_shape, weight_shape, bias_shape, groups, transposed, rank):
+def _shape_text(name, shape):
+    """``input.shape=(1, 2)`` for an array argument, ``input_shape=(1, 2)`` for a shape."""
+    return f"{name}.shape={tuple(shape)}" if name == "input" else f"{name}={tuple(shape)}"
+
+
+def _channels(input_shape, weight_shape, bias_shape, groups, transposed, rank, name="input"):
     """Check ranks, channels and groups; return ``(batch, small_channels, large_channels)``."""
     if len(input_shape) not in (rank + 1, rank + 2):
         raise ValueError(
-            f"input must have {rank + 2} dimensions (N, C, *spatial) or {rank + 1} "
+            f"{name} must have {rank + 2} dimensions (N, C, *spatial) or {rank + 1} "
             f"(C, *spatial) for a weight of shape {tuple(weight_shape)}, got "
-            f"input.shape={tuple(input_shape)}"
+            f"{_shape_text(name, input_shape)}"
         )
     groups = as_int(groups, "groups")
     if groups < 1:
@@ -127,29 +132,77 @@ def _channels(input_shape, weight_shape, bias_shape, groups, transposed, rank):
         else:
             why = f"weight.shape[1] * groups = {per_group} * {groups} = {large}"
         raise ValueError(
-            f"input has {channels} channels (input.shape={tuple(input_shape)}) but the "
+            f"{name} has {channels} channels ({_shape_text(name, input_shape)}"
+            f"{'' if batched else ', read as one unbatched sample (C, *spatial)'}) but the "
             f"weight expects {why}"
+            + _channel_hints(input_shape, weight_shape, groups, transposed, rank, batched,
+                             expected)
         )
     if bias_shape is not None:
         out_channels = large if transposed else small
         if tuple(bias_shape) != (out_channels,):
+            source = (f"weight.shape[1] * groups = {per_group} * {groups}" if transposed
+                      else f"weight.shape[0]")
             raise ValueError(
-                f"bias must have shape ({out_channels},) (one value per output channel), "
-                f"got bias.shape={tuple(bias_shape)}"
+                f"bias must have shape ({out_channels},) (one value per output channel, "
+                f"{source} = {out_channels}), got bias.shape={tuple(bias_shape)}"
             )
     return (input_shape[0] if batched else None), small, large, groups
+
+
+def _channel_hints(input_shape, weight_shape, groups, transposed, rank, batched, expected):
+    """Likely causes of a channel mismatch, each with the fix, as message text."""
+    hints = []
+    channel_axis = 1 if batched else 0
+    if input_shape[-1] == expected and len(input_shape) > channel_axis + 1:
+        layout = "(N, *spatial, C)" if batched else "(*spatial, C)"
+        hints.append(
+            f"the input looks channels-last {layout}, its last axis has {expected}: "
+            f"sparsetconv wants channels first, np.moveaxis(input, -1, {channel_axis})"
+        )
+    small, per_group = weight_shape[0], weight_shape[1]
+    channels = input_shape[channel_axis]
+    if transposed and channels == per_group * groups:
+        fix = _swap_layout_text(weight_shape, groups)
+        hints.append(
+            f"the weight looks like a convolution's (C_out, C_in // groups, *kernel); "
+            f"conv_transpose wants (C_in, C_out // groups, *kernel): {fix}"
+        )
+    if not transposed and channels == small:
+        fix = _swap_layout_text(weight_shape, groups)
+        hints.append(
+            f"the weight looks like a transposed convolution's (C_in, C_out // groups, "
+            f"*kernel); conv wants (C_out, C_in // groups, *kernel): {fix}"
+        )
+    if not batched and rank >= 2:
+        hints.append(
+            f"an input with {rank + 1} dimensions and a {rank + 2}-D weight is one "
+            f"unbatched {rank}-D sample (C, *spatial); for a batch of {rank - 1}-D inputs "
+            f"use a {rank + 1}-D weight"
+        )
+    return "".join(f"; {hint}" for hint in hints)
+
+
+def _swap_layout_text(weight_shape, groups):
+    """The expression that turns a weight into the other direction's layout."""
+    if groups == 1:
+        return "weight.swapaxes(0, 1)"
+    small, per_group, kernel = weight_shape[0], weight_shape[1], tuple(weight_shape[2:])
+    k = ", ".join(map(str, kernel))
+    return (f"weight.reshape({groups}, {small // groups}, {per_group}, {k}).swapaxes(1, 2)"
+            f".reshape({per_group * groups}, {small // groups}, {k})")
 
 
 def _output_size_to_padding(output_size, input_shape, rank, small, kernel, stride,
                             padding, dilation, output_padding):
     """Turn ``output_size=`` into ``output_padding`` (and check it agrees with one given)."""
-    sizes = tuple(as_int(v, "output_size") for v in output_size)
+    sizes = as_shape(output_size, "output_size")
     if len(sizes) == len(input_shape):
         sizes = sizes[-rank:]
     elif len(sizes) != rank:
         raise ValueError(
             f"output_size must give the {rank} spatial sizes (optionally preceded by the "
-            f"batch and channel sizes), got output_size={tuple(output_size)}"
+            f"batch and channel sizes), got output_size={sizes}"
         )
     computed = output_padding_for(small, sizes, kernel, stride, padding, dilation)
     given = as_tuple(output_padding, rank, "output_padding")
@@ -168,18 +221,20 @@ def _plan_cached(*key):
 
 def _make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_dtype,
                bias_shape, bias_dtype, stride, padding, output_padding, groups, dilation,
-               output_size):
+               output_size, input_name="input"):
+    # dtypes first: a string or object array is a TypeError, whatever its shape.
+    dtype = result_dtype(("input", input_dtype), ("weight", weight_dtype), ("bias", bias_dtype))
     rank = _rank_of(weight_shape, rank)
     batch, small, large, groups = _channels(
-        input_shape, weight_shape, bias_shape, groups, transposed, rank
+        input_shape, weight_shape, bias_shape, groups, transposed, rank, input_name
     )
-    dtype = result_dtype(("input", input_dtype), ("weight", weight_dtype), ("bias", bias_dtype))
     spatial = tuple(input_shape[-rank:])
     kernel = tuple(weight_shape[2:])
     for axis, size in enumerate(spatial):
         if size < 1:
             raise ValueError(
-                f"input spatial sizes must be >= 1, got input.shape={tuple(input_shape)} "
+                f"{input_name} spatial sizes must be >= 1, got "
+                f"{_shape_text(input_name, input_shape)} "
                 f"({size} on spatial axis {axis})"
             )
     if transposed:
@@ -200,11 +255,14 @@ def _make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_
 
 def make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_dtype,
               bias_shape, bias_dtype, stride, padding, output_padding, groups, dilation,
-              output_size):
-    """Validate one call's shapes, dtypes and hyper-parameters; return its ConvPlan."""
+              output_size, input_name="input"):
+    """Validate one call's shapes, dtypes and hyper-parameters; return its ConvPlan.
+
+    ``input_name`` is what messages call the input (``"input_shape"`` for the matrices).
+    """
     key = (transposed, rank, tuple(input_shape), input_dtype, tuple(weight_shape),
            weight_dtype, None if bias_shape is None else tuple(bias_shape), bias_dtype,
-           stride, padding, output_padding, groups, dilation, output_size)
+           stride, padding, output_padding, groups, dilation, output_size, input_name)
     # Only plain ints/strs/tuples are cache keys: 2.0 == 2 and True == 1 as dict
     # keys, and those must still reach validation (and its TypeError).
     if _plain((stride, padding, output_padding, groups, dilation, output_size)):

@@ -21,7 +21,7 @@ from typing import List, Sequence, Tuple, Union
 import numpy as np
 
 from ._typing import ArrayLike, IntOrTuple, Padding, Size
-from ._validation import as_int, padding_spec
+from ._validation import as_int, check_bytes, compute_dtype, is_sequence, padding_spec
 from .matrix import conv_transpose_matrix
 from .shapes import resolve_conv_transpose
 
@@ -221,12 +221,11 @@ def contributions(input: ArrayLike, weight: ArrayLike, stride: IntOrTuple = 1,
            [ 2., 17., 21.],
            [ 0.,  1.,  5.]])
     """
-    x = np.asarray(input)
-    w = np.asarray(weight)
-    if not 1 <= x.ndim <= 3 or w.ndim != x.ndim:
-        raise ValueError(f"input and weight must have the same number (1-3) of spatial "
-                         f"dimensions and no channel axes, got input.shape={x.shape}, "
-                         f"weight.shape={w.shape}")
+    x, w = _single_channel(input, weight)
+    sizes = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding,
+                                   dilation)
+    check_bytes(f"contributions of shape {x.shape + sizes.large}",
+                2 * x.size * int(np.prod(sizes.large, dtype=object)) * 8)
     matrix = conv_transpose_matrix((1,) + x.shape, w[None, None], stride, padding,
                                    output_padding, 1, dilation)
     out_shape = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding,
@@ -234,6 +233,23 @@ def contributions(input: ArrayLike, weight: ArrayLike, stride: IntOrTuple = 1,
     dense = matrix.toarray()                           # (outputs, inputs)
     buffers = dense * x.reshape(1, -1).astype(dense.dtype)
     return np.ascontiguousarray(buffers.T).reshape(x.shape + out_shape)
+
+
+def _single_channel(input, weight):
+    """The arrays of :func:`contributions` and :func:`output_terms`, checked."""
+    from .functional import as_array
+
+    x, w = as_array(input, "input"), as_array(weight, "weight")
+    compute_dtype(x.dtype, "input")
+    compute_dtype(w.dtype, "weight")
+    if not 1 <= x.ndim <= 3 or w.ndim != x.ndim:
+        raise ValueError(f"input and weight must have the same number (1-3) of spatial "
+                         f"dimensions and no channel axes, got input.shape={x.shape}, "
+                         f"weight.shape={w.shape}")
+    if x.size == 0 or w.size == 0:
+        raise ValueError(f"input and weight must not be empty, got input.shape={x.shape}, "
+                         f"weight.shape={w.shape}")
+    return x, w
 
 
 def output_terms(
@@ -278,22 +294,23 @@ def output_terms(
     ((1, 0), (0, 1), 0.0, 1.0)
     ((1, 1), (0, 0), 1.0, 3.0)
     """
-    x = np.asarray(input)
-    w = np.asarray(weight)
-    if not 1 <= x.ndim <= 3 or w.ndim != x.ndim:
-        raise ValueError(f"input and weight must have the same number (1-3) of spatial "
-                         f"dimensions and no channel axes, got input.shape={x.shape}, "
-                         f"weight.shape={w.shape}")
+    x, w = _single_channel(input, weight)
     g = resolve_conv_transpose(x.shape, w.shape, stride, padding, output_padding, dilation)
-    position = (index,) if np.ndim(index) == 0 else tuple(index)
+    if isinstance(index, (str, bytes)):
+        raise TypeError(f"index must be an int or a tuple of ints, got {index!r}")
+    position = tuple(index) if is_sequence(index) else (index,)
     if len(position) != g.rank:
         raise ValueError(f"index must give {g.rank} output indices, got index={index!r}")
     per_axis = []
     for axis, value in enumerate(position):
         value = as_int(value, f"index[{axis}]")
         if not 0 <= value < g.large[axis]:
-            raise ValueError(f"index[{axis}]={value} is outside the output, whose size on "
-                             f"that axis is {g.large[axis]}")
+            raise ValueError(
+                f"index[{axis}]={value} is outside the output, whose size on that axis is "
+                f"{g.large[axis]} (the output {g.large} of input.shape={x.shape} and "
+                f"weight.shape={w.shape} with stride={g.stride}, padding="
+                f"{tuple(zip(g.pad_begin, g.pad_end))}, output_padding={g.output_padding}, "
+                f"dilation={g.dilation})")
         n, s, d, pb = g.small[axis], g.stride[axis], g.dilation[axis], g.pad_begin[axis]
         # Input i and tap k meet at value when i*stride = value + pad_begin - k*dilation
         # (plain Python ints: any geometry the shape arithmetic accepts).

@@ -9,6 +9,16 @@ Each call is validated and normalised once into a :class:`~sparsetconv._plan.Con
 - ``"auto"``: the fastest correct path: the compiled kernels, with the algorithm
   chosen by :func:`sparsetconv._compiled.choose_algorithm`.
 
+Non-finite values (the rule every backend follows): an output is the sum of the
+products of weights with *real* input elements.  Padding is not data: a weight tap
+that lands in the padding contributes nothing -- it is not multiplied by a zero --
+even when it is NaN or inf.  Everything else is IEEE arithmetic: a NaN or inf that
+meets a real element (a zero included) propagates.  This is the matrix view: the
+matrix never stores padding.  The compiled kernels multiply some padding zeros, so a
+convolution with padding checks its weight (once per call, about half a
+microsecond) and sends a non-finite one to :mod:`sparsetconv._taps`, which forms
+only real products.
+
 The 1-D/2-D/3-D names are thin aliases of the N-d functions that only pin the rank.
 """
 
@@ -16,12 +26,16 @@ from __future__ import annotations
 
 import functools
 from typing import Optional, Sequence
+import math
 
 import numpy as np
 
 from . import _compiled
 from ._plan import _plain, check_backend, make_plan
 from ._typing import ArrayLike, Backend, IntOrTuple, Padding
+from ._taps import operator_by_taps
+from ._threads import available_cpus, current_threads
+from ._validation import check_memory, memory_limit
 from .matrix import _operator_matrix
 
 __all__ = [
@@ -72,6 +86,13 @@ def conv_transpose(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike
         + output_padding + 1``.  dtype: float32 or float64 (integers and bools
         compute in float64, float16 in float32).
 
+    Notes
+    -----
+    The input is batched when it has ``weight.ndim`` dimensions and unbatched when
+    it has one fewer (as in PyTorch).  NaN and inf follow IEEE arithmetic over the
+    products of input elements with weights; products that land in the cropped
+    padding are dropped, so they never reach an output (see :func:`conv`).
+
     Examples
     --------
     >>> import numpy as np
@@ -117,6 +138,21 @@ def conv(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
         ``(N, C_out, *out)`` (or unbatched), ``out = floor((in + pad_begin + pad_end
         - dilation*(kernel - 1) - 1) / stride) + 1``.
 
+    Notes
+    -----
+    The input is batched when it has ``weight.ndim`` dimensions and unbatched when
+    it has one fewer (as in PyTorch): with a 5-D weight, a 4-D input is one
+    ``(C, D, H, W)`` sample, not a batch of 2-D images.
+
+    NaN and inf follow IEEE arithmetic over the products of weights with real input
+    elements; padding is never multiplied, so a NaN or inf weight tap that only meets
+    padding leaves that output finite (the matrix of :func:`conv_matrix` gives the
+    same numbers).  Every backend follows this rule.
+
+    >>> import numpy as np
+    >>> conv(np.ones((1, 1, 3)), np.array([[[np.nan, 1.0, 1.0]]]), padding=1)
+    array([[[ 2., nan, nan]]])
+
     Examples
     --------
     >>> import numpy as np
@@ -133,14 +169,22 @@ _CALLS = {}
 _MAX_CALLS = 2048
 
 
+def as_array(value, name):
+    """``np.asarray(value)`` with an error that names the argument."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as error:  # ragged lists, odd objects
+        raise type(error)(f"{name} could not be converted to an array: {error}") from None
+
+
 def _apply(transposed, rank, input, weight, bias, stride, padding, output_padding, groups,
            dilation, output_size, backend):
-    x = input if type(input) is np.ndarray else np.asarray(input)
-    w = weight if type(weight) is np.ndarray else np.asarray(weight)
+    x = input if type(input) is np.ndarray else as_array(input, "input")
+    w = weight if type(weight) is np.ndarray else as_array(weight, "weight")
     if bias is None:
         b, bias_key = None, None
     else:
-        b = bias if type(bias) is np.ndarray else np.asarray(bias)
+        b = bias if type(bias) is np.ndarray else as_array(bias, "bias")
         bias_key = (b.shape, b.dtype)
     key = (transposed, rank, x.shape, x.dtype, w.shape, w.dtype, bias_key, stride, padding,
            output_padding, groups, dilation, output_size, backend)
@@ -171,11 +215,53 @@ def _prepare(transposed, rank, x, w, b, stride, padding, output_padding, groups,
         None if b is None else b.shape, None if b is None else b.dtype,
         stride, padding, output_padding, groups, dilation, output_size,
     )
+    check_memory("the output", plan.output_shape, plan.dtype)
     if plan.batch == 0:
         return lambda x, w, b: np.zeros(plan.output_shape, dtype=plan.dtype)
     if backend == "sparse":
         return functools.partial(_sparse, plan)
-    return _compiled.Executor(plan)
+    return compiled(plan)
+
+
+def compiled(plan):
+    """The compiled operator of ``plan``, held to the non-finite rule (module docstring).
+
+    Returns a callable ``(x, w, b)``.  Where the kernels' workspace would not fit in
+    memory (absurd strides), the exact tap-by-tap path serves instead.
+    """
+    executor = _compiled.Executor(plan)
+    if _workspace_bytes(executor) > memory_limit() // 2:
+        return functools.partial(operator_by_taps, plan)
+    if plan.transposed or not any(plan.geometry.pad_begin + plan.geometry.pad_end):
+        return executor  # every product it forms is a real one
+
+    def guarded(x, w, b):
+        if all_finite(w):
+            return executor(x, w, b)
+        return operator_by_taps(plan, x, w, b)
+
+    guarded.executor = executor
+    return guarded
+
+
+def all_finite(array):
+    """True when no element is NaN or inf: exact, and half a microsecond for a small
+    weight.
+
+    ``sum(w**2)`` (one BLAS dot) is finite only if every element is; NaN and inf make
+    it NaN or inf without raising a floating-point warning (no inf - inf).  Only when
+    it is not finite -- or overflows, for elements beyond 1e154 (float32: 1e19) -- is
+    the exact elementwise test run.
+    """
+    if array.dtype.kind != "f":
+        return True  # integers and bools are always finite
+    return math.isfinite(np.vdot(array, array)) or bool(np.isfinite(array).all())
+
+
+def _workspace_bytes(executor):
+    """The compiled kernels' workspace for one call, at the thread count it would run
+    with here (the setting or the CPUs, whichever is larger, capped by the work)."""
+    return executor.workspace_bytes(max(current_threads(), available_cpus()))
 
 
 def _sparse(plan, x, w, b):

@@ -9,6 +9,12 @@ convolution's output gradient) with the large side, shared by both directions
 (``_compiled.WeightGradient``); on the sparse backend it is read off the matrix itself:
 every stored entry of the operator's matrix names the weight element it holds, so
 ``grad_w[e] = sum over entries with index e of grad_output[row] * input[col]``.
+
+Non-finite values follow the forward rule (:mod:`sparsetconv.functional`): a gradient
+sums products of real elements only, never a product with padding.  The compiled
+weight gradient multiplies padding zeros, so where its result is not finite and a
+padding exists, it is recomputed tap by tap (:mod:`sparsetconv._taps`): a product with
+padding could only have turned a finite element into NaN.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import numpy as np
 
 from . import _compiled
 from ._plan import adjoint_plan, check_backend, make_plan
+from ._taps import weight_gradient_by_taps
 from ._validation import compute_dtype
-from .functional import _sparse
+from .functional import _sparse, all_finite, as_array, compiled
 from .matrix import _operator_matrix
 from ._typing import ArrayLike, Backend, IntOrTuple, Padding
 
@@ -99,7 +106,8 @@ def _check_needs(needs):
         raise TypeError(f"needs must be an iterable of {NEEDS}, got {needs!r}") from None
     unknown = needs - set(NEEDS)
     if unknown:
-        raise ValueError(f"needs may only name {NEEDS}, got unknown {sorted(unknown)}")
+        raise ValueError(f"needs may only name {NEEDS}, got unknown "
+                         f"{sorted(unknown, key=repr)}")
     return needs
 
 
@@ -107,14 +115,20 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
               groups, dilation, needs, backend):
     needs = _check_needs(needs)
     check_backend(backend)
-    x, w, g = np.asarray(input), np.asarray(weight), np.asarray(grad_output)
+    x, w = as_array(input, "input"), as_array(weight, "weight")
+    g = as_array(grad_output, "grad_output")
     dtype = np.result_type(compute_dtype(x.dtype, "input"), compute_dtype(g.dtype, "grad_output"))
     plan = make_plan(transposed, None, x.shape, dtype, w.shape, w.dtype, None, None, stride,
                      padding, output_padding, groups, dilation, None)
-    if g.shape != plan.output_shape:
+    if g.ndim != len(plan.output_shape) or g.shape != plan.output_shape:
+        geo = plan.geometry
+        extra = f", output_padding={geo.output_padding}" if transposed else ""
         raise ValueError(
             f"grad_output must have the output's shape {plan.output_shape}, got "
-            f"grad_output.shape={g.shape}"
+            f"grad_output.shape={g.shape} (the output of input.shape={x.shape} and "
+            f"weight.shape={w.shape} with stride={geo.stride}, padding="
+            f"{tuple(zip(geo.pad_begin, geo.pad_end))}{extra}, dilation={geo.dilation}, "
+            f"groups={plan.groups})"
         )
     channel_axis = 0 if plan.batch is None else 1
     grad_bias = grad_input = grad_weight = None
@@ -135,13 +149,17 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
             grad_weight = _sparse_weight_gradient(plan, x, g, w.shape)
         else:
             grad_weight = _weight_gradient(plan)(small, large)
+            if (any(plan.geometry.pad_begin + plan.geometry.pad_end)
+                    and not all_finite(grad_weight)):
+                grad_weight = weight_gradient_by_taps(plan, small, large)
     return grad_input, grad_weight, grad_bias
 
 
 @functools.lru_cache(maxsize=256)
 def _input_gradient(plan):
-    """The compiled adjoint operator of ``plan`` (prepared once per plan)."""
-    return _compiled.Executor(adjoint_plan(plan, plan.batch))
+    """The compiled adjoint operator of ``plan`` (prepared once per plan), held to the
+    non-finite rule like the forward functions."""
+    return compiled(adjoint_plan(plan, plan.batch))
 
 
 @functools.lru_cache(maxsize=256)

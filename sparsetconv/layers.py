@@ -30,11 +30,11 @@ import math
 import numpy as np
 import scipy.sparse
 
-from ._validation import as_int, as_tuple, compute_dtype
+from ._validation import as_int, as_tuple, check_memory, compute_dtype, padding_spec
 from .functional import conv, conv_transpose
 from .gradients import conv_backward, conv_transpose_backward
 from .matrix import conv_matrix, conv_transpose_matrix
-from .shapes import output_padding_for, resolve_conv
+from .shapes import _check_output_padding, _hyper, output_padding_for, resolve_conv
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d"]
@@ -63,9 +63,10 @@ class _ConvLayerBase:
             if value % self.groups:
                 raise ValueError(f"{name}: {what}={value} must be divisible by "
                                  f"groups={self.groups}")
-        self.kernel_size = as_tuple(kernel_size, self.rank, "kernel_size")
-        self.stride = as_tuple(stride, self.rank, "stride")
-        self.dilation = as_tuple(dilation, self.rank, "dilation")
+        # Checked as the functions check them (kernel, stride, dilation >= 1, padding
+        # >= 0, output_padding < max(stride, dilation)), so bad values fail here.
+        self.kernel_size, self.stride, self.dilation = _hyper(self.rank, kernel_size, stride,
+                                                              dilation)
         self.output_padding = as_tuple(output_padding, self.rank, "output_padding")
         for what, values, minimum in (("kernel_size", self.kernel_size, 1),
                                       ("stride", self.stride, 1),
@@ -74,6 +75,8 @@ class _ConvLayerBase:
             if min(values) < minimum:
                 raise ValueError(f"{name}: {what} must be >= {minimum} on every axis, got "
                                  f"{what}={values}")
+        _check_output_padding(self.output_padding, self.stride, self.dilation)
+        padding_spec(padding, self.rank)
         self.padding = padding if isinstance(padding, str) else (
             padding if isinstance(padding, (tuple, list)) else as_tuple(padding, self.rank,
                                                                         "padding"))
@@ -94,6 +97,7 @@ class _ConvLayerBase:
         self._weight_shape = shape
         # PyTorch's reset_parameters: kaiming_uniform_(a=sqrt(5)) gives the bound
         # 1/sqrt(fan_in), fan_in = weight.shape[1] * prod(kernel); the bias uses the same.
+        check_memory(f"{name}'s weight", shape, np.float64)  # drawn in float64
         rng = np.random.default_rng(rng)
         bound = 1.0 / math.sqrt(shape[1] * math.prod(self.kernel_size))
         self._weight = rng.uniform(-bound, bound, shape).astype(dtype)

@@ -33,6 +33,7 @@ import scipy.sparse
 
 from ._plan import make_plan
 from ._typing import ArrayLike, IntOrTuple, Padding
+from ._validation import as_int, as_shape, check_bytes
 
 __all__ = ["conv_matrix", "conv_transpose_matrix"]
 
@@ -71,6 +72,7 @@ def conv_matrix(input_shape: Sequence[int], weight: ArrayLike, stride: IntOrTupl
     array([[1., 2., 0.],
            [0., 1., 2.]])
     """
+    max_nnz = _check_max_nnz(max_nnz)
     weight, plan = _weight_and_plan(False, input_shape, weight, stride, padding, 0, groups,
                                     dilation)
     return _operator_matrix(plan, weight, max_nnz)
@@ -118,22 +120,33 @@ def conv_transpose_matrix(input_shape: Sequence[int], weight: ArrayLike,
     >>> (conv_transpose_matrix((1, 2), w) != conv_matrix((1, 3), w).T).nnz
     0
     """
+    max_nnz = _check_max_nnz(max_nnz)
     weight, plan = _weight_and_plan(True, input_shape, weight, stride, padding,
                                     output_padding, groups, dilation)
     return _operator_matrix(plan, weight, max_nnz)
 
 
+def _check_max_nnz(max_nnz):
+    max_nnz = as_int(max_nnz, "max_nnz")
+    if max_nnz < 0:
+        raise ValueError(f"max_nnz must be >= 0, got max_nnz={max_nnz}")
+    return max_nnz
+
+
 def _weight_and_plan(transposed, input_shape, weight, stride, padding, output_padding,
                      groups, dilation):
-    weight = np.asarray(weight)
-    input_shape = tuple(input_shape)
+    from .functional import as_array
+
+    weight = as_array(weight, "weight")
+    input_shape = as_shape(input_shape, "input_shape")
     if len(input_shape) != weight.ndim - 1:
         raise ValueError(
             f"input_shape must be (C, *spatial) with {weight.ndim - 2} spatial sizes for "
             f"weight.shape={weight.shape}, got input_shape={input_shape}"
         )
     plan = make_plan(transposed, None, input_shape, None, weight.shape, weight.dtype, None,
-                     None, stride, padding, output_padding, groups, dilation, None)
+                     None, stride, padding, output_padding, groups, dilation, None,
+                     input_name="input_shape")
     return weight.astype(plan.dtype, copy=False), plan
 
 
@@ -205,6 +218,13 @@ def _compressed_rows(plan, row_weight, rows_small, max_nnz):
             f"(about {nnz * (row_weight.itemsize + 4) / 2**30:.1f} GiB)"
         )
     index_dtype = np.int32 if max(nnz, n_rows, n_cols) < 2**31 else np.int64
+    index_size = np.dtype(index_dtype).itemsize
+    # Stored values and indices, the row pointers, the per-axis relations and one
+    # row-channel block's tap indices.
+    check_bytes(f"the sparse matrix of shape ({n_rows:,}, {n_cols:,}) with {nnz:,} stored "
+                f"entries",
+                nnz * (row_weight.itemsize + index_size + 8) + (n_rows + 1) * index_size
+                + 24 * sum(g.small[a] + g.large[a] for a in range(g.rank)))
     axes = [_axis_relation(g, axis, rows_small) for axis in range(g.rank)]
 
     # Spatial entries of every spatial row: ragged product over the axes.

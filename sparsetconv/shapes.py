@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Dict, Tuple
 
 from ._validation import (
-    as_int,
+    as_shape,
     as_tuple,
     check_at_least,
+    check_derived_extent,
     padding_for_display,
     padding_spec,
 )
@@ -159,13 +160,9 @@ def _axis_relation(small, large, kernel, stride, dilation, pad_begin):
 
 def _sizes(value, name):
     """A size argument: an int (1-D) or a sequence of ints, each >= 1."""
-    if isinstance(value, (tuple, list)) or hasattr(value, "__len__"):
-        sizes = tuple(as_int(v, f"{name}[axis {axis}]") for axis, v in enumerate(value))
-        if not 1 <= len(sizes) <= 3:
-            raise ValueError(f"{name} must have 1, 2 or 3 spatial sizes, got {sizes}")
-    else:
-        sizes = (as_int(value, name),)
-    check_at_least(sizes, 1, name)
+    sizes = as_shape(value, name)
+    if not 1 <= len(sizes) <= 3:
+        raise ValueError(f"{name} must have 1, 2 or 3 spatial sizes, got {sizes}")
     return sizes
 
 
@@ -234,6 +231,8 @@ def resolve_conv(input_size, kernel_size, stride=1, padding=0, dilation=1):
                 f"than the dilated kernel (dilation*(kernel_size-1)+1 = "
                 f"{dilation[axis]}*({kernel[axis]}-1)+1 = {span})"
             )
+        check_derived_extent(padded, f"the padded input size on axis {axis} (input_size "
+                                     f"{large[axis]} + padding {pb} + {pe})")
         small.append((padded - span) // stride[axis] + 1)
     return Geometry(
         small=tuple(small), large=large, kernel=kernel, stride=stride, dilation=dilation,
@@ -270,6 +269,10 @@ def resolve_conv_transpose(input_size, kernel_size, stride=1, padding=0,
                 f"{dilation[axis]}*({kernel[axis]} - 1) + {op} + 1 = {size}: padding "
                 f"crops more than the full output of {full}"
             )
+        check_derived_extent(full, f"the transposed convolution's uncropped output size "
+                                   f"on axis {axis} ((input_size - 1)*stride + "
+                                   f"dilation*(kernel_size - 1) + 1)")
+        check_derived_extent(size, f"the transposed convolution's output size on axis {axis}")
         large.append(size)
     return Geometry(
         small=small, large=tuple(large), kernel=kernel, stride=stride, dilation=dilation,
@@ -361,7 +364,8 @@ def output_padding_for(input_size: Size, output_size: Size, kernel_size: IntOrTu
     target = _sizes(output_size, "output_size")
     if len(target) != rank:
         raise ValueError(
-            f"output_size must have one size per spatial axis ({rank}), got {target}"
+            f"output_size must have one size per spatial axis of input_size={small} "
+            f"({rank}), got output_size={target}"
         )
     kernel, stride, dilation = _hyper(rank, kernel_size, stride, dilation)
     spec = padding_spec(padding, rank)
@@ -417,6 +421,7 @@ def inverse_conv_params(conv_input_size: Size, kernel_size: IntOrTuple,
     >>> conv_transpose_output_size(conv_output_size((28, 28), 5, stride=2), **params)
     (28, 28)
     """
+    conv_input_size = _sizes(conv_input_size, "conv_input_size")
     geometry = resolve_conv(conv_input_size, kernel_size, stride, padding, dilation)
     pairs = tuple(zip(geometry.pad_begin, geometry.pad_end))
     output_padding = []

@@ -1,17 +1,19 @@
 """Shared pieces of the test suite.
 
 - ``BACKENDS``: every functional backend the library reports
-  (``sparsetconv._plan.BACKENDS``); :func:`backend_unavailable` is the one place that
-  decides whether a backend can run here, the ``backend`` fixture parametrises over
-  them (skipping the unavailable ones) and :func:`available_backends` lists the usable
-  ones for tests that loop over backends to share one reference computation.
+  (``sparsetconv._plan.BACKENDS``), listed by :func:`available_backends` for tests
+  that loop over backends to share one reference computation; the ``backend`` fixture
+  parametrises over "auto", "sparse" and "direct" with each compiled algorithm forced
+  (:func:`forced_algorithm`).
 - ``conv_configs(rank)``: a hypothesis strategy drawing one random valid (transposed)
   convolution, small enough for the plain-loop reference of ``reference.py``.
 - :func:`explicit_padding`: ``"same"``/``"valid"``/ints/pairs turned into per-axis
   ``(begin, end)`` pairs for the reference, written from the padding conventions.
+- :func:`transposed_size`, :func:`conv_size` (one axis) and :func:`output_spatial`
+  (every axis): the size formulas, written once for every test file.
 """
 
-import functools
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import pytest
 from hypothesis import assume
 from hypothesis import strategies as st
 
-import sparsetconv as stc
+import sparsetconv._compiled
 import sparsetconv._plan
 from sparsetconv.testing.strategies import PADDING_KINDS, cases
 from sparsetconv.testing.strategies import SYMMETRIC_PADDING_KINDS  # noqa: F401 (for the tests)
@@ -51,39 +53,66 @@ SEED_003_OUT = np.array([[6, 12, 14, 12, 14, 12, 14, 7],
 BACKENDS = tuple(sparsetconv._plan.BACKENDS)
 
 
-@functools.lru_cache(maxsize=None)
-def backend_unavailable(name):
-    """``None`` if backend ``name`` runs here, else the library's reason (a string).
-
-    A backend is unavailable when calling it raises ``ValueError`` saying so (e.g. a
-    compiled backend that was not built).  Any other error is a real failure and
-    propagates.
-    """
-    x = np.ones((1, 1, 3))
-    w = np.ones((1, 1, 2))
-    try:
-        stc.conv_transpose(x, w, backend=name)
-        stc.conv(x, w, backend=name)
-    except ValueError as exc:
-        message = str(exc).lower()
-        if "not available" in message or "unavailable" in message:
-            return str(exc)
-        raise
-    return None
-
-
 def available_backends():
-    """The backends of ``BACKENDS`` that run here."""
-    return [name for name in BACKENDS if backend_unavailable(name) is None]
+    """Every backend name the library accepts (all of them always run: the compiled
+    kernels are part of the package, serial when built without OpenMP)."""
+    return list(BACKENDS)
 
 
-@pytest.fixture(params=BACKENDS, scope="session")
+@contextlib.contextmanager
+def forced_algorithm(name):
+    """Inside, every compiled call runs algorithm ``name`` of ``_compiled.ALGORITHMS``
+    (where it applies: kernel rows serves only transposed convolutions with dilation 1
+    on the last axis) and, for "direct" and "gemm", the weight-gradient algorithm of
+    that name.  The library's prepared-call caches are cleared on entry and exit."""
+    from sparsetconv import _compiled, functional, gradients
+
+    def clear():
+        functional._CALLS.clear()
+        gradients._input_gradient.cache_clear()
+        gradients._weight_gradient.cache_clear()
+
+    from sparsetconv import _layout
+
+    saved = _compiled.choose_algorithm, _compiled.choose_weight_gradient_algorithm
+    forced = _compiled.ALGORITHMS[name]
+
+    def chooser(direction_of, fallback):
+        # the forced algorithm where its stated domain includes the plan
+        def choose(plan):
+            if _layout.unsupported(plan, direction_of(plan), forced) is None:
+                return forced
+            return fallback(plan)
+        return choose
+
+    clear()
+    _compiled.choose_algorithm = chooser(
+        lambda plan: _layout.TRANSPOSE if plan.transposed else _layout.CONVOLVE, saved[0])
+    _compiled.choose_weight_gradient_algorithm = chooser(
+        lambda plan: _layout.WEIGHT_GRADIENT, saved[1])
+    try:
+        yield
+    finally:
+        _compiled.choose_algorithm, _compiled.choose_weight_gradient_algorithm = saved
+        clear()
+
+
+# "auto" (the algorithm the library picks), "sparse", and "direct" with each compiled
+# algorithm forced in turn: "auto" and an unforced "direct" run the same code.
+BACKEND_VARIANTS = ("auto", "sparse") + tuple(
+    f"direct-{name}" for name in sorted(sparsetconv._compiled.ALGORITHMS))
+
+
+@pytest.fixture(params=BACKEND_VARIANTS)
 def backend(request):
-    """Every backend the library reports; skipped where it is not available."""
-    reason = backend_unavailable(request.param)
-    if reason is not None:
-        pytest.skip(f"backend {request.param!r} not available: {reason}")
-    return request.param
+    """A backend name to pass as ``backend=``; for the ``direct-*`` variants the named
+    compiled algorithm is forced for the duration of the test."""
+    name, _, algorithm = request.param.partition("-")
+    if not algorithm:
+        yield name
+        return
+    with forced_algorithm(algorithm):
+        yield name
 
 
 # ---------------------------------------------------------------------------
@@ -93,8 +122,21 @@ def _per_axis(value, rank):
     return (value,) * rank if isinstance(value, int) else tuple(value)
 
 
-def _ceil_div(a, b):
+def ceil_div(a, b):
     return -(-a // b)
+
+
+_ceil_div = ceil_div
+
+
+def transposed_size(n, k, s, pb, pe, op, d):
+    """SPEC section 2, one axis: the transposed convolution's output size."""
+    return (n - 1) * s - pb - pe + d * (k - 1) + op + 1
+
+
+def conv_size(n, k, s, pb, pe, d):
+    """SPEC section 2, one axis: the convolution's output size."""
+    return (n + pb + pe - d * (k - 1) - 1) // s + 1
 
 
 def explicit_padding(padding, in_size, kernel, stride=1, dilation=1, *, transposed):
@@ -138,9 +180,9 @@ def output_spatial(in_size, kernel, stride, pairs, dilation, output_padding=0, *
     for a in range(rank):
         (pb, pe), n, k, s, d = pairs[a], in_size[a], kernel[a], stride[a], dilation[a]
         if transposed:
-            out.append((n - 1) * s - pb - pe + d * (k - 1) + output_padding[a] + 1)
+            out.append(transposed_size(n, k, s, pb, pe, output_padding[a], d))
         else:
-            out.append((n + pb + pe - d * (k - 1) - 1) // s + 1)
+            out.append(conv_size(n, k, s, pb, pe, d))
     return tuple(out)
 
 

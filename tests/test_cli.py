@@ -19,19 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
-from conftest import SEED_003_OUT, conv_configs
+from conftest import SEED_003_OUT, conv_configs, conv_size, transposed_size
 from reference import conv_transpose_reference
 from sparsetconv.__main__ import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def transposed_size(n, k, s, pb, pe, op, d):
-    return (n - 1) * s - pb - pe + d * (k - 1) + op + 1
-
-
-def conv_size(n, k, s, pb, pe, d):
-    return (n + pb + pe - d * (k - 1) - 1) // s + 1
 
 
 def run_main(argv):

@@ -4,11 +4,17 @@ Every error is checked for its type and for naming the argument; the valid calls
 to them are checked against tests/reference.py.
 """
 
+import re
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hyp
 
 import sparsetconv as stc
+from conftest import conv_configs, forced_algorithm
 from reference import conv_reference, conv_transpose_reference
+from sparsetconv import _compiled
 
 BACKENDS = ["auto", "direct", "sparse"]
 
@@ -421,7 +427,6 @@ def _calls(x, w, b, xc, wc, bc, backend):
     ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("read_only", [False, True])
 def test_inputs_are_never_modified(backend, read_only):
     x, w, b = tconv_case()
@@ -462,7 +467,6 @@ def test_matrix_functions_never_modify_the_weight(read_only):
     np.testing.assert_array_equal(w32, copies[1])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_non_contiguous_inputs(backend):
     r = rng()
     big_x = r.standard_normal((2, 4, 7, 8))
@@ -483,7 +487,6 @@ def test_non_contiguous_inputs(backend):
 # ---------------------------------------------------------------------------
 # NaN and inf propagate as IEEE arithmetic says.
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
 def test_special_values_propagate_transposed(backend, special):
     # Stride 2, kernel 2: each input element owns one disjoint 2x2 output block.
@@ -510,7 +513,6 @@ def test_special_values_propagate_transposed(backend, special):
     np.testing.assert_allclose(out[~mask], ref[~mask], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_propagates_conv_and_stays_in_its_group(backend):
     r = rng()
     x = r.standard_normal((1, 4, 6, 6))
@@ -524,7 +526,6 @@ def test_nan_propagates_conv_and_stays_in_its_group(backend):
     assert np.isfinite(out[~mask]).all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_in_weight_and_inf_in_bias(backend):
     r = rng()
     x = r.standard_normal((1, 1, 3, 3))
@@ -548,3 +549,227 @@ def test_zero_times_inf_is_nan_where_the_kernel_reaches():
     assert np.isnan(out[0, 0, 2])
     assert out[0, 0, 3] == np.inf
     np.testing.assert_array_equal(out[0, 0, [0, 1, 4, 5]], [0.0, 1.0, 0.0, 1.0])
+
+
+# ---------------------------------------------------------------------------
+# The non-finite rule: padding is never multiplied, on every backend and algorithm.
+
+def _same_specials(got, want, what):
+    """NaN where ``want`` is NaN, the same infinities, finite values close."""
+    assert got.shape == want.shape, what
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"NaN at {what}")
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want), err_msg=f"+inf at {what}")
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want), err_msg=f"-inf at {what}")
+    finite = np.isfinite(want)
+    scale = max(1.0, float(np.abs(want[finite]).max(initial=0.0)))
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-9, atol=1e-9 * scale,
+                               err_msg=what)
+
+
+def test_nan_weight_meeting_padding_issue_reproducer():
+    # The rule: out[0] = nan*padding (nothing) + 1*1 + 1*1 = 2.
+    x, w = np.ones((1, 1, 3)), np.array([[[np.nan, 1.0, 1.0]]])
+    want = np.array([[[2.0, np.nan, np.nan]]])
+    for backend in BACKENDS:
+        np.testing.assert_array_equal(stc.conv(x, w, padding=1, backend=backend), want)
+    # 16 channel pairs: the size at which "auto" switches to GEMM.
+    x16, w16 = np.ones((1, 4, 3)), np.ones((4, 4, 3))
+    w16[:, :, 0] = np.nan
+    want16 = stc.conv(x16, w16, padding=1, backend="sparse")
+    assert np.isfinite(want16[..., 0]).all() and np.isnan(want16[..., 1:]).all()
+    for name in _compiled.ALGORITHMS:
+        with forced_algorithm(name):
+            for backend in ("auto", "direct"):
+                np.testing.assert_array_equal(stc.conv(x16, w16, padding=1, backend=backend),
+                                              want16)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cfg=hyp.one_of(conv_configs(transposed=True), conv_configs(transposed=False)),
+       special=hyp.sampled_from([np.nan, np.inf, -np.inf]),
+       where=hyp.sampled_from(["weight", "input", "both"]),
+       algorithm=hyp.sampled_from(sorted(_compiled.ALGORITHMS)))
+def test_non_finite_rule_every_backend_and_algorithm(cfg, special, where, algorithm):
+    x, w, b = cfg.arrays()
+    r = np.random.default_rng(cfg.seed)
+    for name, array in (("weight", w), ("input", x)):
+        if where in (name, "both"):
+            array[r.random(array.shape) < 0.3] = special
+    function = stc.conv_transpose if cfg.transposed else stc.conv
+    backward = stc.conv_transpose_backward if cfg.transposed else stc.conv_backward
+    kw = cfg.kwargs()
+    want = function(x, w, b, backend="sparse", **kw)   # the matrix: never stores padding
+    g = r.standard_normal(want.shape)
+    g[r.random(g.shape) < 0.2] = special
+    want_grads = backward(g, x, w, backend="sparse", **kw)
+    with forced_algorithm(algorithm):
+        for backend in ("auto", "direct"):
+            _same_specials(function(x, w, b, backend=backend, **kw), want,
+                           f"{backend}/{algorithm} {cfg}")
+            grads = backward(g, x, w, backend=backend, **kw)
+            for label, got, expected in zip(("input", "weight", "bias"), grads, want_grads):
+                _same_specials(got, expected, f"grad {label} {backend}/{algorithm} {cfg}")
+
+
+# ---------------------------------------------------------------------------
+# Odd arguments: integer-likes work, everything else gets an error naming it.
+
+X1, W1 = np.ones((1, 1, 2)), np.ones((1, 1, 2))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: stc.conv(X1, W1, stride=2**63),
+    lambda: stc.conv(X1, W1, stride=2**63, backend="sparse"),
+    lambda: stc.conv_transpose(X1, W1, dilation=2**62),
+    lambda: stc.conv(X1, W1, padding=((0, 2**63),)),
+    lambda: stc.conv_backward(np.ones((1, 1, 1)), X1, W1, stride=2**63),
+    lambda: stc.contributions(np.ones(2), np.ones(2), stride=2**63),
+    lambda: stc.conv_output_size(2**63, 3),
+    lambda: stc.conv_matrix((1, 2), W1, stride=(2**64,)),
+], ids=["conv", "sparse", "dilation", "padding", "backward", "contributions", "size", "matrix"])
+def test_values_beyond_64_bit_indices_are_value_errors(call):
+    with pytest.raises(ValueError, match=r"stride|dilation|padding|input_size|2\*\*62"):
+        call()
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
+    ((1, 21, 16, 16), (21, 21, 64, 64), 32, 16),      # FCN-32s: big GEMM columns
+    ((8, 512, 256), (512, 256, 16), 8, 4),            # MelGAN
+    ((2, 64, 12, 16, 12), (64, 32, 3, 3, 3), 2, 1),   # V-Net
+])
+def test_the_compiled_kernels_serve_real_layers(x_shape, w_shape, stride, padding):
+    """The exact NumPy path is for workspaces that cannot exist, not for big layers."""
+    from sparsetconv import functional
+
+    x, w = np.empty(x_shape, np.float32), np.empty(w_shape, np.float32)
+    with stc.threads(64):  # more threads than CPUs: still the kernels
+        call = functional._prepare(True, None, x, w, None, stride, padding, 0, 1, 1, None,
+                                   "auto")
+    assert isinstance(call, _compiled.Executor), call
+
+
+def test_huge_strides_that_fit_are_computed():
+    # One output position: the compiled workspace would scale with the stride, so an
+    # exact path serves it.
+    got = stc.conv(X1, W1, stride=2**62 - 1)
+    np.testing.assert_array_equal(got, [[[2.0]]])
+
+
+@pytest.mark.parametrize("call, what", [
+    (lambda: stc.conv_transpose(X1, W1, stride=10**12), "output of shape (1, 1, 1000000000002)"),
+    (lambda: stc.conv_transpose(X1, W1, stride=10**12, backend="sparse"), "output of shape"),
+    (lambda: stc.conv_transpose_matrix((1, 2), W1, stride=10**12), "sparse matrix of shape"),
+    (lambda: stc.contributions(np.ones(2), np.ones(2), stride=10**12), "contributions of shape"),
+])
+def test_results_too_big_to_allocate_say_what_they_need(call, what):
+    with pytest.raises(MemoryError, match=re.escape(what) + r".* needs [0-9.]+ [KMGTPE]iB"):
+        call()
+
+
+def test_scalar_output_size_for_1d():
+    want = stc.conv_transpose(X1, W1, stride=3, output_padding=1)
+    for size in (6, np.int64(6), np.array(6), (6,), [1, 1, 6]):
+        np.testing.assert_array_equal(stc.conv_transpose(X1, W1, stride=3, output_size=size),
+                                      want)
+
+
+def test_integer_likes_are_accepted_everywhere():
+    x5 = np.ones((1, 1, 5))
+    want = stc.conv(x5, W1, stride=2, padding=1)
+    for stride in (np.array(2), np.int32(2), (np.array(2),), np.array([2])):
+        for padding in (np.array(1), (np.array(1),), ((np.int8(1), np.array(1)),)):
+            np.testing.assert_array_equal(stc.conv(x5, W1, stride=stride, padding=padding),
+                                          want)
+    assert stc.conv_output_size(np.array([5, 6]), np.int64(3)) == (3, 4)
+    assert stc.conv_matrix((1, 4), W1, max_nnz=np.int64(10)).shape == (3, 4)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: stc.conv_output_size(b"12", 3), TypeError, "input_size"),
+    (lambda: stc.conv_output_size("12", 3), TypeError, "input_size"),
+    (lambda: stc.conv(X1, W1, stride=2.0), TypeError, "stride"),
+    (lambda: stc.conv(X1, W1, stride=True), TypeError, "stride"),
+    (lambda: stc.conv(X1, W1, stride=np.array([True])), TypeError, "stride"),
+    (lambda: stc.conv(X1, W1, stride="2"), TypeError, "stride"),
+    (lambda: stc.conv(X1, W1, padding=b"same"), TypeError, "padding"),
+    (lambda: stc.conv(X1, W1, padding=np.array([[1, 2, 3]])), ValueError, "padding"),
+    (lambda: stc.conv(X1, W1, groups=np.array([1])), TypeError, "groups"),
+    (lambda: stc.conv_transpose(X1, W1, output_size=2.5), TypeError, "output_size"),
+    (lambda: stc.conv_transpose(X1, W1, output_size="3"), TypeError, "output_size"),
+    (lambda: stc.conv_matrix((1, 4), W1, max_nnz="10"), TypeError, "max_nnz"),
+    (lambda: stc.conv_matrix((1, 4), W1, max_nnz=True), TypeError, "max_nnz"),
+    (lambda: stc.conv_matrix((1, 4), W1, max_nnz=-1), ValueError, "max_nnz"),
+    (lambda: stc.conv_matrix(4, W1), ValueError, "input_shape"),
+    (lambda: stc.conv_matrix("14", W1), TypeError, "input_shape"),
+    (lambda: stc.Conv2d(2, 2, 0), ValueError, "kernel_size"),
+    (lambda: stc.Conv2d(2, 2, -1), ValueError, "kernel_size"),
+    (lambda: stc.Conv2d(2, 2, 3, stride=0), ValueError, "stride"),
+    (lambda: stc.Conv2d(2, 2, 3, padding=-1), ValueError, "padding"),
+    (lambda: stc.ConvTranspose1d(2, 2, 3, stride=2, output_padding=2), ValueError,
+     "output_padding"),
+    (lambda: stc.conv(np.array([["a", "b"]]), W1), TypeError, "input"),
+    (lambda: stc.conv(np.ones((1, 2, 3)).astype(str), W1), TypeError, "input"),
+    (lambda: stc.conv(X1, W1.astype(object)), TypeError, "weight"),
+    (lambda: stc.conv([[[1.0, 2.0], [1.0]]], W1), ValueError, "input"),
+    (lambda: stc.contributions(np.array(["a", "b"]), np.ones(2)), TypeError, "input"),
+    (lambda: stc.output_terms(np.ones(2), np.ones(2), 1.5), TypeError, "index"),
+    (lambda: stc.output_terms(np.ones(2), np.ones(2), True), TypeError, "index"),
+    (lambda: stc.output_terms(np.ones(2), np.ones(2), "0"), TypeError, "index"),
+    (lambda: stc.output_terms(np.ones(2), np.ones(2), (0, 0)), ValueError, "index"),
+    (lambda: stc.conv_backward(np.ones((1, 1, 1)).astype(complex), X1, W1), TypeError,
+     "grad_output"),
+    (lambda: stc.set_num_threads(10**6), ValueError, "n"),
+])
+def test_odd_arguments_name_themselves(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+# ---------------------------------------------------------------------------
+# Errors that say how to fix.
+
+def test_channels_last_input_suggests_moveaxis():
+    x = np.ones((2, 7, 9, 4))                       # (N, H, W, C) with C = 4
+    w = np.ones((5, 4, 3, 3))
+    with pytest.raises(ValueError, match=re.escape("np.moveaxis(input, -1, 1)")):
+        stc.conv(x, w)
+    fixed = stc.conv(np.moveaxis(x, -1, 1), w)
+    assert fixed.shape == (2, 5, 5, 7)
+    with pytest.raises(ValueError, match=re.escape("np.moveaxis(input, -1, 0)")):
+        stc.conv_transpose(np.ones((7, 9, 3)), np.ones((3, 2, 3, 3)))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_convolution_layout_weight_in_conv_transpose_suggests_the_fix(groups):
+    r = rng()
+    c_in, c_out = 2 * groups, 3 * groups
+    x = r.standard_normal((2, c_in, 5, 5))
+    conv_layout = r.standard_normal((c_out, c_in // groups, 3, 3))
+    with pytest.raises(ValueError, match="convolution's") as info:
+        stc.conv_transpose(x, conv_layout, groups=groups)
+    fix = str(info.value).rsplit(": ", 1)[1].split(";")[0]
+    weight = eval(fix, {"weight": conv_layout})      # the suggested expression, as given
+    assert weight.shape == (c_in, c_out // groups, 3, 3)
+    # It is the adjoint's weight: the transposed convolution with it is the matrix
+    # transpose of the convolution with the original weight, group blocks included.
+    a = stc.conv_matrix((c_in, 5, 5), weight.reshape(groups, c_in // groups, c_out // groups,
+                                                     3, 3).swapaxes(1, 2).reshape(
+                                                         c_out, c_in // groups, 3, 3),
+                        groups=groups)
+    b = stc.conv_matrix((c_in, 5, 5), conv_layout, groups=groups)
+    assert (a != b).nnz == 0
+    assert stc.conv_transpose(x, weight, groups=groups).shape[1] == c_out
+
+
+def test_transposed_layout_weight_in_conv_suggests_swapaxes():
+    with pytest.raises(ValueError, match=re.escape("weight.swapaxes(0, 1)")):
+        stc.conv(np.ones((2, 5, 9, 9)), np.ones((5, 3, 3, 3)))
+
+
+def test_4d_input_with_5d_weight_says_it_was_read_unbatched():
+    with pytest.raises(ValueError, match="unbatched") as info:
+        stc.conv(np.ones((2, 3, 9, 9)), np.ones((5, 3, 3, 3, 3)))
+    assert "4-D weight" in str(info.value)
+    # When the channels happen to fit, the reading is the documented one: one sample.
+    out = stc.conv(np.ones((3, 4, 9, 9)), np.ones((5, 3, 3, 3, 3)))
+    assert out.shape == (5, 2, 7, 7)

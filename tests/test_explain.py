@@ -15,21 +15,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
-from conftest import SEED_003_OUT, assert_matches, conv_configs
+from conftest import (SEED_003_OUT, assert_matches, conv_configs, conv_size, explicit_padding,
+                      output_spatial, transposed_size)
 from reference import conv_transpose_reference
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-# ---------------------------------------------------------------------------
-# The output-size formulas, written out again.
-
-def transposed_size(n, k, s, pb, pe, op, d):
-    return (n - 1) * s - pb - pe + d * (k - 1) + op + 1
-
-
-def conv_size(n, k, s, pb, pe, d):
-    return (n + pb + pe - d * (k - 1) - 1) // s + 1
 
 
 def _per_axis(value, rank):

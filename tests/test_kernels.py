@@ -4,7 +4,10 @@ against an oracle, thread counts, concurrent callers, the GIL, the OpenMP build.
 import concurrent.futures
 import math
 import os
+import sys
 import threading
+import types
+import time
 
 import numpy as np
 import pytest
@@ -174,36 +177,102 @@ def test_concurrent_calls_match_serial_calls():
         np.testing.assert_array_equal(a, b)
 
 
+def _progress_during(call):
+    """How many steps of pure Python the main thread makes while another thread runs
+    ``call()`` -- with the interpreter told never to force a GIL switch.
+
+    With a 100 s switch interval, a thread that holds the GIL keeps it until it blocks
+    or releases it, so the main thread (waiting for the worker to start ``call``) can
+    only run while ``call`` has released the GIL.  A kernel that holds it gives 0
+    steps, whatever its duration or the machine's load; one that releases it gives as
+    many as the main thread can make while it runs.  No timing is measured.
+    """
+    inside, done = threading.Event(), threading.Event()
+
+    def work():
+        inside.set()
+        try:
+            call()
+        finally:
+            done.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    try:
+        worker = threading.Thread(target=work)
+        worker.start()
+        inside.wait()
+        steps = 0
+        while not done.is_set():
+            steps += 1
+            sum(range(50))   # pure Python: needs the GIL
+            # hand the GIL back for a moment: a worker waiting for it to return from
+            # the kernel takes it now (sleep(0) may give it straight back to this
+            # thread, and the 100 s interval would then starve the worker)
+            time.sleep(1e-4)
+        worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    return steps
+
+
+def _long_call(algorithm, transposed):
+    """A compiled call of ~0.05-0.5 s on one thread, and its executor."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 16, 48, 48))
+    w = rng.standard_normal((16, 16, 5, 64) if algorithm == "kernel_rows" else (16, 16, 5, 5))
+    plan = _plan(transposed, x, w, None, 1, 2, 0, 1, 1)
+    executor = _compiled.Executor(plan, ALGORITHMS[algorithm])
+
+    def call():
+        with stc.threads(1):
+            executor(x, w, None)
+    return executor, call
+
+
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 @pytest.mark.parametrize("transposed", [True, False])
 def test_kernels_release_the_gil(algorithm, transposed):
     """While one thread runs a long kernel, Python code in another keeps running."""
     if not transposed and algorithm == "kernel_rows":
         pytest.skip("kernel rows is a transposed-convolution algorithm")
-    rng = np.random.default_rng(5)
+    _, call = _long_call(algorithm, transposed)
+    steps = _progress_during(call)
+    assert steps >= 10, f"the main thread made {steps} steps during the kernel: GIL held?"
+
+
+@pytest.mark.parametrize("transposed", [True, False])
+def test_weight_gradient_kernels_release_the_gil(transposed):
+    rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 16, 48, 48))
-    w = rng.standard_normal((16, 16, 5, 64) if algorithm == "kernel_rows" else (16, 16, 5, 5))
+    w = rng.standard_normal((16, 16, 5, 5))
     plan = _plan(transposed, x, w, None, 1, 2, 0, 1, 1)
-    executor = _compiled.Executor(plan, ALGORITHMS[algorithm])
-    started, done = threading.Event(), threading.Event()
+    out = rng.standard_normal(plan.output_shape)
+    small, large = (x, out) if transposed else (out, x)
+    for algorithm in ("direct", "gemm"):
+        gradient = _compiled.WeightGradient(plan, algorithm)
 
-    def work():
-        started.set()
-        with stc.threads(1):
-            for _ in range(3):
-                executor(x, w, None)
-        done.set()
+        def call():
+            with stc.threads(1):
+                gradient(small, large)
+        assert _progress_during(call) >= 10, algorithm
 
-    worker = threading.Thread(target=work)
-    worker.start()
-    started.wait()
-    ticks = 0
-    while not done.is_set():
-        ticks += 1
-        sum(range(200))  # pure Python: needs the GIL
-    worker.join()
-    # A kernel that held the GIL would freeze this loop for its whole duration.
-    assert ticks > 200, f"main thread advanced only {ticks} times during the kernel"
+
+def test_gil_probe_catches_a_kernel_that_holds_the_gil():
+    """The probe above can fail: a stand-in kernel that holds the GIL for as long as
+    the real one runs (a pure-Python loop) gives the main thread no steps at all."""
+    executor, call = _long_call("direct", True)
+    start = time.perf_counter()
+    call()
+    duration = time.perf_counter() - start
+
+    def holds_the_gil(*args):
+        end = time.perf_counter() + duration
+        while time.perf_counter() < end:
+            pass
+
+    executor.kernel = types.SimpleNamespace(forward=holds_the_gil)
+    assert _progress_during(call) == 0
 
 
 def test_thread_settings():

@@ -17,19 +17,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
-from conftest import conv_configs
+from conftest import conv_configs, conv_size, transposed_size
 from reference import conv_reference, conv_transpose_reference
 
 
 # ---------------------------------------------------------------------------
 # Formulas and structural counts, written out from the definitions.
-
-def transposed_size(n, k, s, pb, pe, op, d):
-    return (n - 1) * s - pb - pe + d * (k - 1) + op + 1
-
-
-def conv_size(n, k, s, pb, pe, d):
-    return (n + pb + pe - d * (k - 1) - 1) // s + 1
 
 
 def axis_pairs(small, large, k, s, pb, d):

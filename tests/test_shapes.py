@@ -8,21 +8,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
+from conftest import ceil_div, conv_size, transposed_size
 
 
 # ---------------------------------------------------------------------------
-# The output-size formulas, written out independently of the library.
-
-def transposed_size(n, k, s, pb, pe, op, d):
-    return (n - 1) * s - pb - pe + d * (k - 1) + op + 1
-
-
-def conv_size(n, k, s, pb, pe, d):
-    return (n + pb + pe - d * (k - 1) - 1) // s + 1
-
-
-def ceil_div(a, b):
-    return -(-a // b)
 
 
 # ---------------------------------------------------------------------------
