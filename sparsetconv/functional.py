@@ -14,6 +14,7 @@ The 1-D/2-D/3-D names are thin aliases of the N-d functions that only pin the ra
 
 import functools
 import inspect
+import sys
 
 import numpy as np
 
@@ -28,7 +29,8 @@ __all__ = [
 
 
 def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding=0,
-                   groups=1, dilation=1, *, output_size=None, backend="auto", _rank=None):
+                   groups=1, dilation=1, *, output_size=None, backend="auto", chunks=None,
+                   _rank=None):
     """Transposed convolution ("fractionally-strided convolution"), N-d.
 
     Every input element ``x[n, ci, i]`` adds ``x[n, ci, i] * weight[ci, :, k]`` into
@@ -77,11 +79,11 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
              [ 4.,  6.,  6.,  9.]]]])
     """
     return _apply(True, _rank, input, weight, bias, stride, padding, output_padding,
-                  groups, dilation, output_size, backend)
+                  groups, dilation, output_size, backend, chunks)
 
 
 def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-         backend="auto", _rank=None):
+         backend="auto", chunks=None, _rank=None):
     """Convolution (cross-correlation, as in deep learning), N-d.
 
     ``out[n, co, o] = bias[co] + sum over ci in co's group and taps k of
@@ -116,7 +118,7 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     array([[[3., 9.]]])
     """
     return _apply(False, _rank, input, weight, bias, stride, padding, 0, groups,
-                  dilation, None, backend)
+                  dilation, None, backend, chunks)
 
 
 # Prepared calls, keyed by everything but the array data: a repeated call costs one
@@ -125,14 +127,33 @@ _CALLS = {}
 _MAX_CALLS = 2048
 
 
+def _is_dask(obj):
+    """True for a ``dask.array.Array``, without importing dask: while ``dask.array`` is
+    not loaded, no object can be one."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(obj, module.Array)
+
+
 def _apply(transposed, rank, input, weight, bias, stride, padding, output_padding, groups,
-           dilation, output_size, backend):
-    x = input if type(input) is np.ndarray else np.asarray(input)
-    w = weight if type(weight) is np.ndarray else np.asarray(weight)
+           dilation, output_size, backend, chunks=None):
+    if type(input) is np.ndarray and type(weight) is np.ndarray and chunks is None:
+        x, w = input, weight
+    elif chunks is not None or _is_dask(input) or _is_dask(weight) or _is_dask(bias):
+        # Checked before np.asarray, which would compute a dask array.
+        return _lazy(transposed, rank, input, weight, bias, stride, padding,
+                     output_padding, groups, dilation, output_size, backend, chunks)
+    else:
+        x, w = np.asarray(input), np.asarray(weight)
     if bias is None:
         b, bias_key = None, None
     else:
-        b = bias if type(bias) is np.ndarray else np.asarray(bias)
+        if type(bias) is np.ndarray:
+            b = bias
+        elif _is_dask(bias):
+            return _lazy(transposed, rank, input, weight, bias, stride, padding,
+                         output_padding, groups, dilation, output_size, backend, chunks)
+        else:
+            b = np.asarray(bias)
         bias_key = (b.shape, b.dtype)
     key = (transposed, rank, x.shape, x.dtype, w.shape, w.dtype, bias_key, stride, padding,
            output_padding, groups, dilation, output_size, backend)
@@ -152,6 +173,21 @@ def _apply(transposed, rank, input, weight, bias, stride, padding, output_paddin
                 _CALLS.clear()
             _CALLS[key] = call
     return call(x, w, b)
+
+
+def _lazy(transposed, rank, input, weight, bias, stride, padding, output_padding, groups,
+          dilation, output_size, backend, chunks):
+    """A dask array among the arguments: the lazy blockwise computation."""
+    if not (_is_dask(input) or _is_dask(weight) or _is_dask(bias)):
+        raise TypeError(
+            f"chunks= applies to dask array input only, got input of type "
+            f"{type(input).__name__}; pass dask.array.from_array(input) to get a lazy "
+            f"result"
+        )
+    from . import _dask
+
+    return _dask.apply(transposed, rank, input, weight, bias, stride, padding,
+                       output_padding, groups, dilation, output_size, backend, chunks)
 
 
 def _prepare(transposed, rank, x, w, b, stride, padding, output_padding, groups, dilation,

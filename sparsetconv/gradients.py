@@ -18,7 +18,7 @@ import numpy as np
 from . import _compiled
 from ._plan import adjoint_plan, check_backend, make_plan
 from ._validation import compute_dtype
-from .functional import _sparse
+from .functional import _is_dask, _sparse
 from .matrix import _operator_matrix
 
 __all__ = ["conv_transpose_backward", "conv_backward"]
@@ -98,15 +98,14 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
               groups, dilation, needs, backend):
     needs = _check_needs(needs)
     check_backend(backend)
+    if _is_dask(grad_output) or _is_dask(input) or _is_dask(weight):
+        from . import _dask
+
+        return _dask.backward(transposed, grad_output, input, weight, stride, padding,
+                              output_padding, groups, dilation, needs, backend)
     x, w, g = np.asarray(input), np.asarray(weight), np.asarray(grad_output)
-    dtype = np.result_type(compute_dtype(x.dtype, "input"), compute_dtype(g.dtype, "grad_output"))
-    plan = make_plan(transposed, None, x.shape, dtype, w.shape, w.dtype, None, None, stride,
-                     padding, output_padding, groups, dilation, None)
-    if g.shape != plan.output_shape:
-        raise ValueError(
-            f"grad_output must have the output's shape {plan.output_shape}, got "
-            f"grad_output.shape={g.shape}"
-        )
+    plan = _backward_plan(transposed, g.shape, g.dtype, x.shape, x.dtype, w.shape, w.dtype,
+                          stride, padding, output_padding, groups, dilation)
     channel_axis = 0 if plan.batch is None else 1
     grad_bias = grad_input = grad_weight = None
     if "bias" in needs:
@@ -127,6 +126,22 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
         else:
             grad_weight = _weight_gradient(plan)(small, large)
     return grad_input, grad_weight, grad_bias
+
+
+def _backward_plan(transposed, grad_shape, grad_dtype, input_shape, input_dtype,
+                   weight_shape, weight_dtype, stride, padding, output_padding, groups,
+                   dilation):
+    """Validate a backward call from shapes and dtypes alone (NumPy and dask alike)."""
+    dtype = np.result_type(compute_dtype(input_dtype, "input"),
+                           compute_dtype(grad_dtype, "grad_output"))
+    plan = make_plan(transposed, None, input_shape, dtype, weight_shape, weight_dtype, None,
+                     None, stride, padding, output_padding, groups, dilation, None)
+    if tuple(grad_shape) != plan.output_shape:
+        raise ValueError(
+            f"grad_output must have the output's shape {plan.output_shape}, got "
+            f"grad_output.shape={tuple(grad_shape)}"
+        )
+    return plan
 
 
 @functools.lru_cache(maxsize=256)

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse.linalg
 
 from ._validation import as_tuple, compute_dtype
-from .functional import conv, conv_transpose
+from .functional import _is_dask, conv, conv_transpose
 from .shapes import resolve_conv, resolve_conv_transpose
 
 __all__ = ["as_linear_operator", "deconvolve"]
@@ -171,8 +171,13 @@ def deconvolve(y, weight, stride=1, padding=0, dilation=1, groups=1, *, input_si
     >>> bool(np.linalg.norm(x_hat) <= np.linalg.norm(x))   # ... with the smallest norm
     True
     """
-    y = np.asarray(y)
-    weight = np.asarray(weight)
+    lazy = _is_dask(y) or _is_dask(weight)   # before np.asarray, which would compute
+    if lazy:
+        from . import _dask
+
+        y = _dask._as_dask(y, "y")
+    else:
+        y, weight = np.asarray(y), np.asarray(weight)
     rank = weight.ndim - 2
     compute_dtype(y.dtype, "y")
     unbatched = y.ndim == rank + 1
@@ -194,6 +199,9 @@ def deconvolve(y, weight, stride=1, padding=0, dilation=1, groups=1, *, input_si
     if expected != tuple(out_size):
         raise ValueError(f"a convolution of input_size {input_size} gives spatial size "
                          f"{expected}, but y has {tuple(out_size)}")
+    if lazy:
+        return _dask.deconvolve(y, weight, stride, padding, dilation, groups, input_size,
+                                method, damp, tol, maxiter, return_info, unbatched)
     batch, channels_in = y.shape[0], weight.shape[1] * groups
     operator = as_linear_operator((channels_in,) + input_size, weight, stride, padding, 0,
                                   dilation, groups)
