@@ -179,21 +179,60 @@ def _pieces(lo, hi, bounds):
     return pieces
 
 
-def _fetch(array, axis_pieces):
-    """Graph keys of the chunks a window needs (C order) and, per axis, the slices."""
-    keys = [(array.name,) + tuple(p[0] for p in combo)
-            for combo in itertools.product(*axis_pieces)]
-    slices = tuple(tuple((src, dst) for _, src, dst in pieces) for pieces in axis_pieces)
-    return keys, slices
+class _Graph:
+    """One operation's tasks: a block layer and, beside it, the layer of *slabs* -- the
+    parts of input chunks that windows need where they do not need the whole chunk.
+    A slab is cut (and copied) where its chunk lives, so only the halo moves between
+    workers and no block task holds a neighbour's whole chunk."""
+
+    def __init__(self, label, token):
+        self.name = f"{label}-{token}"
+        self.slab_name = f"{label}-halo-{token}"
+        self.blocks, self.slabs = {}, {}
+
+    def window(self, array, axis_pieces):
+        """The dependencies of one window and where each lands in it: ``(keys, dsts)``;
+        empty if any axis has no piece."""
+        keys, dsts = [], []
+        for combo in itertools.product(*axis_pieces):
+            key = (array.name,) + tuple(p[0] for p in combo)
+            src = tuple(p[1] for p in combo)
+            if any(s.start != 0 or s.stop != array.chunks[axis][p[0]]
+                   for axis, (s, p) in enumerate(zip(src, combo))):
+                slab = (self.slab_name, len(self.slabs))
+                self.slabs[slab] = (partial(_slab, index=src), key)
+                key = slab
+            keys.append(key)
+            dsts.append(tuple(p[2] for p in combo))
+        return keys, tuple(dsts)
+
+    def array(self, chunks, dtype, collections):
+        graph = HighLevelGraph.from_collections(self.name, self.blocks,
+                                                dependencies=collections)
+        if self.slabs:
+            layers = dict(graph.layers)
+            dependencies = {k: set(v) for k, v in graph.dependencies.items()}
+            layers[self.slab_name] = self.slabs
+            dependencies[self.slab_name] = set(dependencies[self.name])
+            dependencies[self.name].add(self.slab_name)
+            graph = HighLevelGraph(layers, dependencies)
+        meta = np.empty((0,) * len(chunks), dtype)
+        return da.Array(graph, self.name, chunks, meta=meta)
 
 
-def _assemble(chunks, slices, dtype):
-    """The window from its pieces (a view of one chunk where one chunk holds it all)."""
+def _slab(chunk, *, index):
+    """Part of a chunk, copied so that it does not keep the whole chunk alive."""
+    return np.array(chunk[index], copy=True)
+
+
+def _assemble(chunks, dsts, dtype):
+    """The window from its pieces (the piece itself where one piece is all of it)."""
     if len(chunks) == 1:
-        return np.asarray(chunks[0][tuple(s[0][0] for s in slices)], dtype=dtype)
-    out = np.empty(tuple(s[-1][1].stop for s in slices), dtype)
-    for chunk, combo in zip(chunks, itertools.product(*slices)):
-        out[tuple(dst for _, dst in combo)] = chunk[tuple(src for src, _ in combo)]
+        return np.asarray(chunks[0], dtype=dtype)
+    out = np.empty(tuple(max(d[axis].stop for d in dsts) for axis in range(len(dsts[0]))),
+                   dtype)
+    for chunk, dst in zip(chunks, dsts):
+        out[dst] = chunk
     return out
 
 
@@ -219,17 +258,29 @@ def _axis_recipes(geometry, gather, in_chunks, out_chunks):
     return recipes
 
 
+def _own_blocks(chunks):
+    """Per axis, per block of an array: the pieces of that block (channel chunks joined)."""
+    recipes = []
+    for axis, sizes in enumerate(chunks):
+        bounds = _bounds(sizes)
+        if axis == 1:
+            recipes.append([_pieces(0, bounds[-1], bounds)])
+        else:
+            recipes.append([_pieces(lo, hi, bounds) for lo, hi in zip(bounds, bounds[1:])])
+    return recipes
+
+
 # ---------------------------------------------------------------------------
 # Tasks (they run on the workers, on NumPy arrays)
 
 
-def _conv_block(chunks, weight, bias, *, slices, shape, dtype, gather, stride, dilation,
+def _conv_block(chunks, weight, bias, *, dsts, shape, dtype, gather, stride, dilation,
                 groups, padding, extend, backend):
     """One output block: the NumPy function on the block's window."""
     if not chunks:  # nothing reaches this block: only the bias
         out = np.zeros(shape, dtype)
     else:
-        x = _assemble(chunks, slices, dtype)
+        x = _assemble(chunks, dsts, dtype)
         w = np.asarray(weight, dtype=dtype)
         if gather:
             out = functional.conv(x, w, None, stride, padding, dilation, groups,
@@ -244,14 +295,14 @@ def _conv_block(chunks, weight, bias, *, slices, shape, dtype, gather, stride, d
     return out
 
 
-def _weight_block(small_chunks, large_chunks, weight, *, small_slices, large_slices, dtype,
+def _weight_block(small_chunks, large_chunks, weight, *, small_dsts, large_dsts, dtype,
                   stride, dilation, groups, padding, backend):
     """One block's share of the weight gradient (a leading axis of 1 for the sum)."""
     w = np.asarray(weight, dtype=dtype)
     if not small_chunks or not large_chunks:
         return np.zeros((1,) + w.shape, dtype)
-    small = _assemble(small_chunks, small_slices, dtype)
-    large = _assemble(large_chunks, large_slices, dtype)
+    small = _assemble(small_chunks, small_dsts, dtype)
+    large = _assemble(large_chunks, large_dsts, dtype)
     grad_weight = gradients.conv_backward(small, large, w, stride, padding, dilation, groups,
                                           needs=("weight",), backend=backend)[1]
     return grad_weight[None]
@@ -268,68 +319,49 @@ def _map(x, weight, bias, geometry, gather, groups, dtype, out_chunks, backend, 
     ``out_chunks`` (channel axis whole).
     """
     recipes = _axis_recipes(geometry, gather, x.chunks, out_chunks)
-    name = f"{label}-" + tokenize(x.name, weight.name, None if bias is None else bias.name,
-                                  geometry, gather, groups, np.dtype(dtype).str, out_chunks,
-                                  backend)
+    graph = _Graph(label, tokenize(x.name, weight.name, None if bias is None else bias.name,
+                                   geometry, gather, groups, np.dtype(dtype).str,
+                                   out_chunks, backend))
     weight_key, bias_key = _single_key(weight), _single_key(bias)
-    stride, dilation = geometry.stride, geometry.dilation
-    layer = {}
     for index in itertools.product(*(range(len(c)) for c in out_chunks)):
         recipe = [recipes[axis][i] for axis, i in enumerate(index)]
-        keys, slices = _fetch(x, [r[0] for r in recipe])
         shape = tuple(out_chunks[axis][i] for axis, i in enumerate(index))
-        if any(not r[0] for r in recipe) or 0 in shape:
-            keys = []
-        task = partial(_conv_block, slices=slices, shape=shape, dtype=dtype, gather=gather,
-                       stride=stride, dilation=dilation, groups=groups,
+        keys, dsts = ([], ()) if 0 in shape else graph.window(x, [r[0] for r in recipe])
+        task = partial(_conv_block, dsts=dsts, shape=shape, dtype=dtype, gather=gather,
+                       stride=geometry.stride, dilation=geometry.dilation, groups=groups,
                        padding=tuple(r[1] for r in recipe[2:]),
                        extend=tuple(r[2] for r in recipe[2:]), backend=backend)
-        layer[(name,) + index] = (task, keys, weight_key, bias_key)
-    dependencies = [x, weight] + ([] if bias is None else [bias])
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
-    meta = np.empty((0,) * x.ndim, dtype)
-    return da.Array(graph, name, out_chunks, meta=meta)
+        graph.blocks[(graph.name,) + index] = (task, keys, weight_key, bias_key)
+    return graph.array(out_chunks, dtype, [x, weight] + ([] if bias is None else [bias]))
 
 
 def _weight_gradient(small, large, weight, geometry, groups, dtype, backend):
-    """The weight gradient as a tree sum over the blocks of the small side."""
-    small_recipes = _axis_recipes_identity(small.chunks)
+    """The weight gradient: per block of the small side, the block's share (the small
+    block against the large window it reads), summed by dask's tree reduction."""
+    small_recipes = _own_blocks(small.chunks)
     large_recipes = _axis_recipes(geometry, True, large.chunks, small.chunks)
-    name = "conv_weight_grad-" + tokenize(small.name, large.name, weight.name, geometry,
-                                          groups, np.dtype(dtype).str, backend)
+    graph = _Graph("sparsetconv-grad_weight",
+                   tokenize(small.name, large.name, weight.name, geometry, groups,
+                            np.dtype(dtype).str, backend))
     weight_key = _single_key(weight)
-    layer = {}
-    blocks = list(itertools.product(*(range(len(c)) for c in small.chunks)))
-    blocks = [b for b in blocks if b[1] == 0]  # channel chunks are assembled, not split
+    blocks = [index for index in itertools.product(*(range(len(c)) for c in small.chunks))
+              if index[1] == 0]   # channel chunks are joined, not split
     for count, index in enumerate(blocks):
-        small_keys, small_slices = _fetch(
+        small_keys, small_dsts = graph.window(
             small, [small_recipes[axis][i] for axis, i in enumerate(index)])
         large_recipe = [large_recipes[axis][i] for axis, i in enumerate(index)]
-        large_keys, large_slices = _fetch(large, [r[0] for r in large_recipe])
-        if any(not r[0] for r in large_recipe) or any(
-                not small_recipes[axis][i] for axis, i in enumerate(index)):
+        large_keys, large_dsts = graph.window(large, [r[0] for r in large_recipe])
+        if not small_keys or not large_keys:
             small_keys = large_keys = []
-        task = partial(_weight_block, small_slices=small_slices, large_slices=large_slices,
+        task = partial(_weight_block, small_dsts=small_dsts, large_dsts=large_dsts,
                        dtype=dtype, stride=geometry.stride, dilation=geometry.dilation,
                        groups=groups, padding=tuple(r[1] for r in large_recipe[2:]),
                        backend=backend)
-        layer[(name, count) + (0,) * weight.ndim] = (task, small_keys, large_keys, weight_key)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[small, large, weight])
+        graph.blocks[(graph.name, count) + (0,) * weight.ndim] = (
+            task, small_keys, large_keys, weight_key)
     chunks = ((1,) * len(blocks),) + tuple((size,) for size in weight.shape)
-    partials = da.Array(graph, name, chunks, meta=np.empty((0,) * (weight.ndim + 1), dtype))
+    partials = graph.array(chunks, dtype, [small, large, weight])
     return partials.sum(axis=0, dtype=dtype)
-
-
-def _axis_recipes_identity(chunks):
-    """Pieces of an array's own blocks, channel chunks joined: per axis, per block."""
-    recipes = []
-    for axis, sizes in enumerate(chunks):
-        bounds = _bounds(sizes)
-        if axis == 1:
-            recipes.append([_pieces(0, bounds[-1], bounds)])
-        else:
-            recipes.append([_pieces(lo, hi, bounds) for lo, hi in zip(bounds, bounds[1:])])
-    return recipes
 
 
 # ---------------------------------------------------------------------------

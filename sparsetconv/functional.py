@@ -1,5 +1,8 @@
 """Functional API (SPEC section 3): ``conv_transpose*`` and ``conv*`` on NumPy arrays.
 
+(A dask array argument is handed to :mod:`sparsetconv._dask` before anything else,
+which computes the same thing blockwise and lazily; dask is imported only then.)
+
 Each call is validated and normalised once into a :class:`~sparsetconv._plan.ConvPlan`
 (cached by shapes and arguments), then handed to a backend:
 
@@ -59,13 +62,24 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
         ``output_padding`` as ``torch.nn.ConvTranspose*d`` does.  If a non-zero
         ``output_padding`` is given too, the two must agree.
     backend : {"auto", "direct", "sparse"}
+    chunks : optional
+        Only for a ``dask.array.Array`` argument: the result's chunks, anything
+        :meth:`dask.array.Array.rechunk` takes (a dict leaves the axes it does not name
+        at the default).  The channel axis stays whole.
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or dask.array.Array
         ``(N, C_out, *out)``, or ``(C_out, *out)`` for an unbatched input, where
         ``out = (in - 1)*stride - pad_begin - pad_end + dilation*(kernel - 1)
         + output_padding + 1``.  dtype: float32 or float64 (SPEC section 1).
+
+        If ``input`` (or ``weight`` or ``bias``) is a dask array, the result is a lazy
+        dask array, equal to the NumPy result once computed.  Its batch chunks are the
+        input's, its channel axis is one chunk, and each spatial axis's chunk
+        boundaries are the input's scaled by ``out / in`` and rounded down.  Each
+        output block reads only the input window that reaches it (its halo), so no
+        task needs memory proportional to the whole array.
 
     Examples
     --------
@@ -104,12 +118,16 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         ``output = ceil(input / stride)``, the smaller half of the padding first.
     groups : int
     backend : {"auto", "direct", "sparse"}
+    chunks : optional
+        Only for a dask array argument: the result's chunks (see
+        :func:`conv_transpose`).
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or dask.array.Array
         ``(N, C_out, *out)`` (or unbatched), ``out = floor((in + pad_begin + pad_end
-        - dilation*(kernel - 1) - 1) / stride) + 1``.
+        - dilation*(kernel - 1) - 1) / stride) + 1``.  For a dask input: a lazy dask
+        array, chunked as :func:`conv_transpose` describes.
 
     Examples
     --------

@@ -48,6 +48,11 @@ def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0,
         (the adjoint), ``grad_weight`` has the weight's shape, ``grad_bias`` is
         ``grad_output`` summed over every axis but the channel.
 
+        If any argument is a dask array, all three are lazy dask arrays:
+        ``grad_input`` computed blockwise like the forward pass and chunked like
+        ``input`` along the batch and spatial axes (channels whole); ``grad_weight``
+        and ``grad_bias`` sums of per-block partials (a tree reduction).
+
     Examples
     --------
     >>> import numpy as np

@@ -156,8 +156,14 @@ def deconvolve(y, weight, stride=1, padding=0, dilation=1, groups=1, *, input_si
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or dask.array.Array
         ``x``, shaped ``(N, C_in, *input_size)`` (or unbatched like ``y``); float64.
+
+        For a dask array ``y``, the same solver runs with every vector a dask array,
+        persisted each iteration (so the task graph stays one iteration deep, and on a
+        ``dask.distributed`` cluster the vectors stay on the workers); only scalars
+        come back each step.  ``x`` is a dask array, chunked like ``y`` along the batch
+        axis and proportionally along the spatial axes.
 
     Examples
     --------
