@@ -179,11 +179,18 @@ def _pieces(lo, hi, bounds):
     return pieces
 
 
+# A chunk at least this large is not moved whole to a block that needs only part of it
+# (its halo): a task cuts that part out where the chunk lives.  Below, one more task
+# costs more than moving the chunk.
+SLAB_MIN_BYTES = 1 << 20
+
+
 class _Graph:
     """One operation's tasks: a block layer and, beside it, the layer of *slabs* -- the
     parts of input chunks that windows need where they do not need the whole chunk.
     A slab is cut (and copied) where its chunk lives, so only the halo moves between
-    workers and no block task holds a neighbour's whole chunk."""
+    workers and no block task holds a neighbour's whole chunk (of ``SLAB_MIN_BYTES`` or
+    more)."""
 
     def __init__(self, label, token):
         self.name = f"{label}-{token}"
@@ -191,20 +198,23 @@ class _Graph:
         self.blocks, self.slabs = {}, {}
 
     def window(self, array, axis_pieces):
-        """The dependencies of one window and where each lands in it: ``(keys, dsts)``;
-        empty if any axis has no piece."""
-        keys, dsts = [], []
+        """The dependencies of one window and, for each, ``(what to take of it, where it
+        lands in the window)``: ``(keys, places)``; empty if any axis has no piece."""
+        keys, places = [], []
         for combo in itertools.product(*axis_pieces):
             key = (array.name,) + tuple(p[0] for p in combo)
             src = tuple(p[1] for p in combo)
-            if any(s.start != 0 or s.stop != array.chunks[axis][p[0]]
-                   for axis, (s, p) in enumerate(zip(src, combo))):
-                slab = (self.slab_name, len(self.slabs))
-                self.slabs[slab] = (partial(_slab, index=src), key)
-                key = slab
+            shape = tuple(array.chunks[axis][p[0]] for axis, p in enumerate(combo))
+            if any(s.stop - s.start != n for s, n in zip(src, shape)):
+                if math.prod(shape) * array.dtype.itemsize >= SLAB_MIN_BYTES:
+                    slab = (self.slab_name, len(self.slabs))
+                    self.slabs[slab] = (partial(_slab, index=src), key)
+                    key, src = slab, None
+            else:
+                src = None
             keys.append(key)
-            dsts.append(tuple(p[2] for p in combo))
-        return keys, tuple(dsts)
+            places.append((src, tuple(p[2] for p in combo)))
+        return keys, tuple(places)
 
     def array(self, chunks, dtype, collections):
         graph = HighLevelGraph.from_collections(self.name, self.blocks,
@@ -225,14 +235,17 @@ def _slab(chunk, *, index):
     return np.array(chunk[index], copy=True)
 
 
-def _assemble(chunks, dsts, dtype):
-    """The window from its pieces (the piece itself where one piece is all of it)."""
-    if len(chunks) == 1:
-        return np.asarray(chunks[0], dtype=dtype)
+def _assemble(chunks, places, dtype):
+    """The window from its pieces (a view of the piece where one piece is all of it);
+    ``places``: per piece, the part of it to take (None: all) and where it goes."""
+    pieces = [chunk if src is None else chunk[src] for chunk, (src, _) in zip(chunks, places)]
+    if len(pieces) == 1:
+        return np.asarray(pieces[0], dtype=dtype)
+    dsts = [dst for _, dst in places]
     out = np.empty(tuple(max(d[axis].stop for d in dsts) for axis in range(len(dsts[0]))),
                    dtype)
-    for chunk, dst in zip(chunks, dsts):
-        out[dst] = chunk
+    for piece, dst in zip(pieces, dsts):
+        out[dst] = piece
     return out
 
 
@@ -274,13 +287,13 @@ def _own_blocks(chunks):
 # Tasks (they run on the workers, on NumPy arrays)
 
 
-def _conv_block(chunks, weight, bias, *, dsts, shape, dtype, gather, stride, dilation,
+def _conv_block(chunks, weight, bias, *, places, shape, dtype, gather, stride, dilation,
                 groups, padding, extend, backend):
     """One output block: the NumPy function on the block's window."""
     if not chunks:  # nothing reaches this block: only the bias
         out = np.zeros(shape, dtype)
     else:
-        x = _assemble(chunks, dsts, dtype)
+        x = _assemble(chunks, places, dtype)
         w = np.asarray(weight, dtype=dtype)
         if gather:
             out = functional.conv(x, w, None, stride, padding, dilation, groups,
@@ -295,14 +308,14 @@ def _conv_block(chunks, weight, bias, *, dsts, shape, dtype, gather, stride, dil
     return out
 
 
-def _weight_block(small_chunks, large_chunks, weight, *, small_dsts, large_dsts, dtype,
+def _weight_block(small_chunks, large_chunks, weight, *, small_places, large_places, dtype,
                   stride, dilation, groups, padding, backend):
     """One block's share of the weight gradient (a leading axis of 1 for the sum)."""
     w = np.asarray(weight, dtype=dtype)
     if not small_chunks or not large_chunks:
         return np.zeros((1,) + w.shape, dtype)
-    small = _assemble(small_chunks, small_dsts, dtype)
-    large = _assemble(large_chunks, large_dsts, dtype)
+    small = _assemble(small_chunks, small_places, dtype)
+    large = _assemble(large_chunks, large_places, dtype)
     grad_weight = gradients.conv_backward(small, large, w, stride, padding, dilation, groups,
                                           needs=("weight",), backend=backend)[1]
     return grad_weight[None]
@@ -326,8 +339,8 @@ def _map(x, weight, bias, geometry, gather, groups, dtype, out_chunks, backend, 
     for index in itertools.product(*(range(len(c)) for c in out_chunks)):
         recipe = [recipes[axis][i] for axis, i in enumerate(index)]
         shape = tuple(out_chunks[axis][i] for axis, i in enumerate(index))
-        keys, dsts = ([], ()) if 0 in shape else graph.window(x, [r[0] for r in recipe])
-        task = partial(_conv_block, dsts=dsts, shape=shape, dtype=dtype, gather=gather,
+        keys, places = ([], ()) if 0 in shape else graph.window(x, [r[0] for r in recipe])
+        task = partial(_conv_block, places=places, shape=shape, dtype=dtype, gather=gather,
                        stride=geometry.stride, dilation=geometry.dilation, groups=groups,
                        padding=tuple(r[1] for r in recipe[2:]),
                        extend=tuple(r[2] for r in recipe[2:]), backend=backend)
@@ -347,13 +360,13 @@ def _weight_gradient(small, large, weight, geometry, groups, dtype, backend):
     blocks = [index for index in itertools.product(*(range(len(c)) for c in small.chunks))
               if index[1] == 0]   # channel chunks are joined, not split
     for count, index in enumerate(blocks):
-        small_keys, small_dsts = graph.window(
+        small_keys, small_places = graph.window(
             small, [small_recipes[axis][i] for axis, i in enumerate(index)])
         large_recipe = [large_recipes[axis][i] for axis, i in enumerate(index)]
-        large_keys, large_dsts = graph.window(large, [r[0] for r in large_recipe])
+        large_keys, large_places = graph.window(large, [r[0] for r in large_recipe])
         if not small_keys or not large_keys:
             small_keys = large_keys = []
-        task = partial(_weight_block, small_dsts=small_dsts, large_dsts=large_dsts,
+        task = partial(_weight_block, small_places=small_places, large_places=large_places,
                        dtype=dtype, stride=geometry.stride, dilation=geometry.dilation,
                        groups=groups, padding=tuple(r[1] for r in large_recipe[2:]),
                        backend=backend)
