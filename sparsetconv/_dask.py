@@ -20,11 +20,14 @@ the input positions that reach it form one interval, computed here exactly:
   for some tap; their full local output is cropped to ``[a, b)`` (and, where no input
   reaches the block's first or last positions, extended by zeros).
 
-Each output block's task slices exactly that window out of the input chunks it
-overlaps (no other data moves), runs the NumPy function on it with the block's own
-``(begin, end)`` padding, and adds the bias.  A block's memory is its window, its
-output and the kernels' workspace: never proportional to the whole array.  Batch blocks
-map to batch blocks, channel axes are whole in every block (weights are small).
+Each output block's task assembles exactly that window from the input chunks it
+overlaps -- where it needs only part of a chunk of ``SLAB_MIN_BYTES`` or more, a small
+task cuts that part (the halo) out where the chunk lives, so only the halo moves --
+runs the NumPy function on it with the block's own ``(begin, end)`` padding, and adds
+the bias.  A block's memory is its window, its output and the kernels' workspace:
+never proportional to the whole array.  Batch blocks map to batch blocks, channel axes
+are whole in every block (weights are small).  Weight gradients are per-block partial
+sums added by dask's tree reduction.
 """
 
 import itertools
@@ -500,21 +503,22 @@ def deconvolve(y, weight, stride, padding, dilation, groups, input_size, method,
         return _map(u, w, None, geometry, False, groups, dtype, x_chunks, "auto",
                     "sparsetconv-deconvolve-AT")
 
-    rhs = y.astype(dtype).rechunk(y_chunks)
-    rhs, = dask.persist(rhs)
+    rhs = [dask.persist(y.astype(dtype).rechunk(y_chunks))[0]]
     n = y.shape[0] * channels_in * math.prod(input_size)
-    if method == "lsqr":
+    if method == "lsqr":   # LSQR needs y only to start: it gets (and drops) the one reference
         x, info = _lsqr(forward, adjoint, rhs, x_chunks, damp, tol, tol,
                         2 * n if maxiter is None else maxiter)
     else:
-        x, info = _cg(forward, adjoint, rhs, damp, tol, n * 10 if maxiter is None else maxiter)
+        x, info = _cg(forward, adjoint, rhs.pop(), damp, tol,
+                      n * 10 if maxiter is None else maxiter)
     if unbatched:
         x = x[0]
     return (x, info) if return_info else x
 
 
 def _lsqr(forward, adjoint, b, x_chunks, damp, atol, btol, iter_lim, conlim=1e8):
-    """scipy.sparse.linalg.lsqr (Paige & Saunders), step for step, on dask arrays.
+    """scipy.sparse.linalg.lsqr (Paige & Saunders), step for step, on dask arrays;
+    ``b`` is a one-item list holding the right-hand side.
 
     Only the scalars come back to the caller each iteration; ``u``, ``v``, ``w`` and
     ``x`` stay on the workers, persisted, and are never summed into a growing graph.
@@ -525,8 +529,8 @@ def _lsqr(forward, adjoint, b, x_chunks, damp, atol, btol, iter_lim, conlim=1e8)
     dampsq, cs2, sn2, istop, itn = damp ** 2, -1.0, 0.0, 0, 0
     shape = tuple(sum(c) for c in x_chunks)
     x = da.zeros(shape, dtype=np.float64, chunks=x_chunks)
-    u = b
-    bnorm = beta = math.sqrt(_sum_squares(b)[0])
+    u = b.pop()   # the caller's only reference: y is freed once u moves on
+    bnorm = beta = math.sqrt(_sum_squares(u)[0])
     alfa = 0.0
     v = x
     if beta > 0:
