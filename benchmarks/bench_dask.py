@@ -192,10 +192,10 @@ def main(argv=None):
                 cluster.scheduler.add_plugin(counter)
                 threads = set(client.run(_threads).values())
                 a = run_transposed(client, counter, limit, workdir, chunk=32)
-                print(f"{workers} worker(s): (a) {a['measure'].seconds:.1f} s", flush=True)
+                _progress("(a)", workers, a["measure"], limit)
                 b = run_deconvolve(client, counter, limit, chunk=128,
                                    iterations=args.iterations)
-                print(f"{workers} worker(s): (b) {b['measure'].seconds:.1f} s", flush=True)
+                _progress("(b)", workers, b["measure"], limit)
                 alive = len(client.scheduler_info()["workers"])
             results[workers] = (a, b)
             for name, r, size in (("(a) conv_transpose3d -> memmap", a, a["y_nbytes"]),
@@ -208,6 +208,12 @@ def main(argv=None):
         _report(rows, results, limit, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _progress(name, workers, measure, limit):
+    print(f"{workers} worker(s): {name} {measure.seconds:.1f} s, peak RSS "
+          f"{max(measure.peaks) / limit:.0%} of the limit, {measure.tasks} tasks",
+          flush=True)
 
 
 def _report(rows, results, limit, args):
