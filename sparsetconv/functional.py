@@ -1,5 +1,8 @@
 """Functional API: ``conv_transpose*`` and ``conv*`` on NumPy arrays.
 
+(A dask array argument is handed to :mod:`sparsetconv._dask` before anything else,
+which computes the same thing blockwise and lazily; dask is imported only then.)
+
 Each call is validated and normalised once into a :class:`~sparsetconv._plan.ConvPlan`
 (cached by shapes and arguments), then handed to a backend:
 
@@ -25,8 +28,9 @@ The 1-D/2-D/3-D names are thin aliases of the N-d functions that only pin the ra
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence
 import math
+import sys
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -48,7 +52,7 @@ def conv_transpose(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike
                    stride: IntOrTuple = 1, padding: Padding = 0,
                    output_padding: IntOrTuple = 0, groups: int = 1,
                    dilation: IntOrTuple = 1, *, output_size: Optional[Sequence[int]] = None,
-                   backend: Backend = "auto") -> np.ndarray:
+                   backend: Backend = "auto", chunks: Optional[object] = None) -> np.ndarray:
     """Transposed convolution ("fractionally-strided convolution"), N-d.
 
     Every input element ``x[n, ci, i]`` adds ``x[n, ci, i] * weight[ci, :, k]`` into
@@ -77,10 +81,14 @@ def conv_transpose(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike
         ``output_padding`` as ``torch.nn.ConvTranspose*d`` does.  If a non-zero
         ``output_padding`` is given too, the two must agree.
     backend : {"auto", "direct", "sparse"}
+    chunks : optional
+        Only for a ``dask.array.Array`` argument: the result's chunks, anything
+        :meth:`dask.array.Array.rechunk` takes (a dict leaves the axes it does not name
+        at the default).  The channel axis stays whole.
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or dask.array.Array
         ``(N, C_out, *out)``, or ``(C_out, *out)`` for an unbatched input, where
         ``out = (in - 1)*stride - pad_begin - pad_end + dilation*(kernel - 1)
         + output_padding + 1``.  dtype: float32 or float64 (integers and bools
@@ -92,6 +100,13 @@ def conv_transpose(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike
     it has one fewer (as in PyTorch).  NaN and inf follow IEEE arithmetic over the
     products of input elements with weights; products that land in the cropped
     padding are dropped, so they never reach an output (see :func:`conv`).
+
+        If ``input`` (or ``weight`` or ``bias``) is a dask array, the result is a lazy
+        dask array, equal to the NumPy result once computed.  Its batch chunks are the
+        input's, its channel axis is one chunk, and each spatial axis's chunk
+        boundaries are the input's scaled by ``out / in`` and rounded down.  Each
+        output block reads only the input window that reaches it (its halo), so no
+        task needs memory proportional to the whole array.
 
     Examples
     --------
@@ -105,12 +120,12 @@ def conv_transpose(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike
              [ 4.,  6.,  6.,  9.]]]])
     """
     return _apply(True, None, input, weight, bias, stride, padding, output_padding,
-                  groups, dilation, output_size, backend)
+                  groups, dilation, output_size, backend, chunks)
 
 
 def conv(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
          stride: IntOrTuple = 1, padding: Padding = 0, dilation: IntOrTuple = 1,
-         groups: int = 1, *, backend: Backend = "auto") -> np.ndarray:
+         groups: int = 1, *, backend: Backend = "auto", chunks: Optional[object] = None) -> np.ndarray:
     """Convolution (cross-correlation, as in deep learning), N-d.
 
     ``out[n, co, o] = bias[co] + sum over ci in co's group and taps k of
@@ -131,12 +146,16 @@ def conv(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
         ``output = ceil(input / stride)``, the smaller half of the padding first.
     groups : int
     backend : {"auto", "direct", "sparse"}
+    chunks : optional
+        Only for a dask array argument: the result's chunks (see
+        :func:`conv_transpose`).
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or dask.array.Array
         ``(N, C_out, *out)`` (or unbatched), ``out = floor((in + pad_begin + pad_end
-        - dilation*(kernel - 1) - 1) / stride) + 1``.
+        - dilation*(kernel - 1) - 1) / stride) + 1``.  For a dask input: a lazy dask
+        array, chunked as :func:`conv_transpose` describes.
 
     Notes
     -----
@@ -160,7 +179,7 @@ def conv(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
     array([[[3., 9.]]])
     """
     return _apply(False, None, input, weight, bias, stride, padding, 0, groups,
-                  dilation, None, backend)
+                  dilation, None, backend, chunks)
 
 
 # Prepared calls, keyed by everything but the array data: a repeated call costs one
@@ -177,14 +196,33 @@ def as_array(value, name):
         raise type(error)(f"{name} could not be converted to an array: {error}") from None
 
 
+def _is_dask(obj):
+    """True for a ``dask.array.Array``, without importing dask: while ``dask.array`` is
+    not loaded, no object can be one."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(obj, module.Array)
+
+
 def _apply(transposed, rank, input, weight, bias, stride, padding, output_padding, groups,
-           dilation, output_size, backend):
-    x = input if type(input) is np.ndarray else as_array(input, "input")
-    w = weight if type(weight) is np.ndarray else as_array(weight, "weight")
+           dilation, output_size, backend, chunks=None):
+    if type(input) is np.ndarray and type(weight) is np.ndarray and chunks is None:
+        x, w = input, weight
+    elif chunks is not None or _is_dask(input) or _is_dask(weight) or _is_dask(bias):
+        # Checked before np.asarray, which would compute a dask array.
+        return _lazy(transposed, rank, input, weight, bias, stride, padding,
+                     output_padding, groups, dilation, output_size, backend, chunks)
+    else:
+        x, w = as_array(input, "input"), as_array(weight, "weight")
     if bias is None:
         b, bias_key = None, None
     else:
-        b = bias if type(bias) is np.ndarray else as_array(bias, "bias")
+        if type(bias) is np.ndarray:
+            b = bias
+        elif _is_dask(bias):
+            return _lazy(transposed, rank, input, weight, bias, stride, padding,
+                         output_padding, groups, dilation, output_size, backend, chunks)
+        else:
+            b = as_array(bias, "bias")
         bias_key = (b.shape, b.dtype)
     key = (transposed, rank, x.shape, x.dtype, w.shape, w.dtype, bias_key, stride, padding,
            output_padding, groups, dilation, output_size, backend)
@@ -204,6 +242,21 @@ def _apply(transposed, rank, input, weight, bias, stride, padding, output_paddin
                 _CALLS.clear()
             _CALLS[key] = call
     return call(x, w, b)
+
+
+def _lazy(transposed, rank, input, weight, bias, stride, padding, output_padding, groups,
+          dilation, output_size, backend, chunks):
+    """A dask array among the arguments: the lazy blockwise computation."""
+    if not (_is_dask(input) or _is_dask(weight) or _is_dask(bias)):
+        raise TypeError(
+            f"chunks= applies to dask array input only, got input of type "
+            f"{type(input).__name__}; pass dask.array.from_array(input) to get a lazy "
+            f"result"
+        )
+    from . import _dask
+
+    return _dask.apply(transposed, rank, input, weight, bias, stride, padding,
+                       output_padding, groups, dilation, output_size, backend, chunks)
 
 
 def _prepare(transposed, rank, x, w, b, stride, padding, output_padding, groups, dilation,
@@ -283,18 +336,18 @@ def _conv_transpose_ranked(rank):
               stride: IntOrTuple = 1, padding: Padding = 0,
               output_padding: IntOrTuple = 0, groups: int = 1,
               dilation: IntOrTuple = 1, *, output_size: Optional[Sequence[int]] = None,
-              backend: Backend = "auto") -> np.ndarray:
+              backend: Backend = "auto", chunks: Optional[object] = None) -> np.ndarray:
         return _apply(True, rank, input, weight, bias, stride, padding, output_padding,
-                      groups, dilation, output_size, backend)
+                      groups, dilation, output_size, backend, chunks)
     return _named(alias, "conv_transpose", rank)
 
 
 def _conv_ranked(rank):
     def alias(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
               stride: IntOrTuple = 1, padding: Padding = 0, dilation: IntOrTuple = 1,
-              groups: int = 1, *, backend: Backend = "auto") -> np.ndarray:
+              groups: int = 1, *, backend: Backend = "auto", chunks: Optional[object] = None) -> np.ndarray:
         return _apply(False, rank, input, weight, bias, stride, padding, 0, groups,
-                      dilation, None, backend)
+                      dilation, None, backend, chunks)
     return _named(alias, "conv", rank)
 
 

@@ -28,7 +28,7 @@ from . import _compiled
 from ._plan import adjoint_plan, check_backend, make_plan
 from ._taps import weight_gradient_by_taps
 from ._validation import compute_dtype
-from .functional import _sparse, all_finite, as_array, compiled
+from .functional import _is_dask, _sparse, all_finite, as_array, compiled
 from .matrix import _operator_matrix
 from ._typing import ArrayLike, Backend, IntOrTuple, Padding
 
@@ -60,6 +60,11 @@ def conv_transpose_backward(
         ``grad_input`` is the convolution of ``grad_output`` with the same weight
         (the adjoint), ``grad_weight`` has the weight's shape, ``grad_bias`` is
         ``grad_output`` summed over every axis but the channel.
+
+        If any argument is a dask array, all three are lazy dask arrays:
+        ``grad_input`` computed blockwise like the forward pass and chunked like
+        ``input`` along the batch and spatial axes (channels whole); ``grad_weight``
+        and ``grad_bias`` sums of per-block partials (a tree reduction).
 
     Examples
     --------
@@ -115,21 +120,15 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
               groups, dilation, needs, backend):
     needs = _check_needs(needs)
     check_backend(backend)
+    if _is_dask(grad_output) or _is_dask(input) or _is_dask(weight):
+        from . import _dask
+
+        return _dask.backward(transposed, grad_output, input, weight, stride, padding,
+                              output_padding, groups, dilation, needs, backend)
     x, w = as_array(input, "input"), as_array(weight, "weight")
     g = as_array(grad_output, "grad_output")
-    dtype = np.result_type(compute_dtype(x.dtype, "input"), compute_dtype(g.dtype, "grad_output"))
-    plan = make_plan(transposed, None, x.shape, dtype, w.shape, w.dtype, None, None, stride,
-                     padding, output_padding, groups, dilation, None)
-    if g.ndim != len(plan.output_shape) or g.shape != plan.output_shape:
-        geo = plan.geometry
-        extra = f", output_padding={geo.output_padding}" if transposed else ""
-        raise ValueError(
-            f"grad_output must have the output's shape {plan.output_shape}, got "
-            f"grad_output.shape={g.shape} (the output of input.shape={x.shape} and "
-            f"weight.shape={w.shape} with stride={geo.stride}, padding="
-            f"{tuple(zip(geo.pad_begin, geo.pad_end))}{extra}, dilation={geo.dilation}, "
-            f"groups={plan.groups})"
-        )
+    plan = _backward_plan(transposed, g.shape, g.dtype, x.shape, x.dtype, w.shape, w.dtype,
+                          stride, padding, output_padding, groups, dilation)
     channel_axis = 0 if plan.batch is None else 1
     grad_bias = grad_input = grad_weight = None
     if "bias" in needs:
@@ -153,6 +152,27 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
                     and not all_finite(grad_weight)):
                 grad_weight = weight_gradient_by_taps(plan, small, large)
     return grad_input, grad_weight, grad_bias
+
+
+def _backward_plan(transposed, grad_shape, grad_dtype, input_shape, input_dtype,
+                   weight_shape, weight_dtype, stride, padding, output_padding, groups,
+                   dilation):
+    """Validate a backward call from shapes and dtypes alone (NumPy and dask alike)."""
+    dtype = np.result_type(compute_dtype(input_dtype, "input"),
+                           compute_dtype(grad_dtype, "grad_output"))
+    plan = make_plan(transposed, None, input_shape, dtype, weight_shape, weight_dtype, None,
+                     None, stride, padding, output_padding, groups, dilation, None)
+    if tuple(grad_shape) != plan.output_shape:
+        geo = plan.geometry
+        extra = f", output_padding={geo.output_padding}" if transposed else ""
+        raise ValueError(
+            f"grad_output must have the output's shape {plan.output_shape}, got "
+            f"grad_output.shape={tuple(grad_shape)} (the output of input.shape="
+            f"{tuple(input_shape)} and weight.shape={tuple(weight_shape)} with stride="
+            f"{geo.stride}, padding={tuple(zip(geo.pad_begin, geo.pad_end))}{extra}, "
+            f"dilation={geo.dilation}, groups={plan.groups})"
+        )
+    return plan
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse.linalg
 
 from ._validation import as_int, as_tuple, compute_dtype
-from .functional import conv, conv_transpose
+from .functional import _is_dask, conv, conv_transpose
 from .shapes import resolve_conv, resolve_conv_transpose
 
 __all__ = ["as_linear_operator", "deconvolve", "ConvergenceWarning"]
@@ -230,8 +230,14 @@ def deconvolve(y, weight, stride=1, padding=0, dilation=1, groups=1, *, input_si
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or dask.array.Array
         ``x``, shaped ``(N, C_in, *input_size)`` (or unbatched like ``y``); float64.
+
+        For a dask array ``y``, the same solver runs with every vector a dask array,
+        persisted each iteration (so the task graph stays one iteration deep, and on a
+        ``dask.distributed`` cluster the vectors stay on the workers); only scalars
+        come back each step.  ``x`` is a dask array, chunked like ``y`` along the batch
+        axis and proportionally along the spatial axes.
 
     Warns
     -----
@@ -251,8 +257,14 @@ def deconvolve(y, weight, stride=1, padding=0, dilation=1, groups=1, *, input_si
     >>> bool(np.linalg.norm(x_hat) <= np.linalg.norm(x))   # ... with the smallest norm
     True
     """
-    y = np.asarray(y)
-    weight = np.asarray(weight)
+    lazy = _is_dask(y) or _is_dask(weight)   # before np.asarray, which would compute
+    if lazy:
+        from . import _dask
+
+        y = _dask._as_dask(y, "y")
+    else:
+        y, weight = np.asarray(y), np.asarray(weight)
+    rank = weight.ndim - 2
     compute_dtype(y.dtype, "y")
     compute_dtype(weight.dtype, "weight")
     if not 3 <= weight.ndim <= 5:
@@ -293,6 +305,11 @@ def deconvolve(y, weight, stride=1, padding=0, dilation=1, groups=1, *, input_si
     if expected != tuple(out_size):
         raise ValueError(f"a convolution of input_size {input_size} gives spatial size "
                          f"{expected}, but y has {tuple(out_size)}")
+    if lazy:
+        if x0 is not None or callback is not None:
+            raise ValueError("x0= and callback= are not available for dask arrays")
+        return _dask.deconvolve(y, weight, stride, padding, dilation, groups, input_size,
+                                method, damp, tol, maxiter, return_info, unbatched)
     batch, channels_in = y.shape[0], weight.shape[1] * as_int(groups, "groups")
     operator = as_linear_operator((channels_in,) + input_size, weight, stride=stride,
                                   padding=padding, dilation=dilation, groups=groups)

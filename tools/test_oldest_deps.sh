@@ -40,7 +40,7 @@ python -m pip install --quiet build
 dist=$(mktemp -d "${TMPDIR:-/tmp}/sparsetconv-oldest-dist.XXXXXX")
 python -m build --sdist --outdir "$dist" "$src" > "$dist/build.log"
 sdist=$(ls "$dist"/sparsetconv-*.tar.gz)
-python -m pip install --quiet "numpy==$numpy" "scipy==$scipy" "$sdist[test,plot]"
+python -m pip install --quiet "numpy==$numpy" "scipy==$scipy" "$sdist[test,plot,dask]"
 (cd / && python -c "import numpy, scipy, sparsetconv; print('installed: numpy', \
 numpy.__version__, 'scipy', scipy.__version__, 'sparsetconv', sparsetconv.__version__)")
 bash "$src/tools/run_installed_tests.sh" "$src" -q
