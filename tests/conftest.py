@@ -313,3 +313,25 @@ def assert_matches(got, reference, dtype=None):
     dtype = got.dtype if dtype is None else dtype
     rtol, atol = tolerance(dtype, reference)
     np.testing.assert_allclose(got, reference, rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------------------
+# Memory layouts the kernels must accept
+
+LAYOUTS = ("C", "F", "strided", "reversed", "readonly")
+
+
+def relayout(array, layout):
+    """The same values in another memory layout (never C-contiguous but for "C")."""
+    if layout == "F":
+        return np.asfortranarray(array)
+    if layout == "strided":
+        wide = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), array.dtype)
+        wide[..., ::2] = array
+        return wide[..., ::2]
+    if layout == "reversed":
+        return np.ascontiguousarray(array[..., ::-1])[..., ::-1]
+    if layout == "readonly":
+        array = array.copy()
+        array.setflags(write=False)
+    return array

@@ -13,12 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
-from conftest import assert_matches, conv_configs
+from conftest import LAYOUTS, assert_matches, conv_configs, relayout
 from reference import conv_transpose_reference, weight_gradient_reference
 from sparsetconv import _compiled, _layout
 from sparsetconv._plan import make_plan
 
-LAYOUTS = ("C", "F", "strided", "readonly")
 
 
 def _plan(cfg, x, w, b=None):
@@ -27,19 +26,6 @@ def _plan(cfg, x, w, b=None):
                      None if b is None else b.shape, None if b is None else b.dtype,
                      kw["stride"], kw["padding"], kw.get("output_padding", 0), kw["groups"],
                      kw["dilation"], None)
-
-
-def _relayout(array, layout):
-    if layout == "F":
-        return np.asfortranarray(array)
-    if layout == "strided":
-        wide = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), array.dtype)
-        wide[..., ::2] = array
-        return wide[..., ::2]
-    if layout == "readonly":
-        array = array.copy()
-        array.setflags(write=False)
-    return array
 
 
 @settings(max_examples=120, deadline=None)
@@ -57,7 +43,7 @@ def test_every_weight_gradient_algorithm_matches_reference(cfg, dtype, layout):
     for name, algorithm in _layout.ALGORITHMS.items():
         if _layout.unsupported(plan, _layout.WEIGHT_GRADIENT, algorithm) is not None:
             continue
-        small_in, large_in = _relayout(small, layout), _relayout(large, layout)
+        small_in, large_in = relayout(small, layout), relayout(large, layout)
         got = _compiled.WeightGradient(plan, algorithm)(small_in, large_in)
         assert got.shape == w.shape and got.dtype == dtype, name
         assert_matches(got, want)

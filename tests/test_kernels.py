@@ -15,13 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sparsetconv as stc
-from conftest import assert_matches, conv_configs
+from conftest import LAYOUTS, assert_matches, conv_configs, relayout
 from sparsetconv import _compiled
 from sparsetconv import _layout as _layout_module
 from sparsetconv._plan import make_plan
 
 ALGORITHMS = dict(_compiled.ALGORITHMS)
-LAYOUTS = ("C", "F", "strided", "reversed", "readonly")
 
 # The layers of benchmarks/bench_suite.py: (input, weight, stride, padding, output_padding, dilation, groups)
 SUITE = {
@@ -62,22 +61,6 @@ def _algorithms(plan):
             if _layout_module.unsupported(plan, direction, algorithm) is None]
 
 
-def _layout(array, layout):
-    """The same values in another memory layout (never C-contiguous but for "C")."""
-    if layout == "F":
-        return np.asfortranarray(array)
-    if layout == "strided":
-        wide = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), array.dtype)
-        wide[..., ::2] = array
-        return wide[..., ::2]
-    if layout == "reversed":
-        return np.ascontiguousarray(array[..., ::-1])[..., ::-1]
-    if layout == "readonly":
-        array = array.copy()
-        array.setflags(write=False)
-    return array
-
-
 @settings(max_examples=150, deadline=None)
 @given(cfg=st.one_of(conv_configs(transposed=True), conv_configs(transposed=False)),
        dtype=st.sampled_from([np.float32, np.float64]),
@@ -85,7 +68,7 @@ def _layout(array, layout):
 def test_every_algorithm_matches_reference(cfg, dtype, layout):
     x, w, b = cfg.arrays(dtype)
     want = cfg.reference(x, w, b)
-    x_in, w_in = _layout(x, layout), _layout(w, layout)
+    x_in, w_in = relayout(x, layout), relayout(w, layout)
     before = (x_in.copy(), w_in.copy())
     plan = _config_plan(cfg, x, w, b)
     for name in _algorithms(plan):

@@ -599,12 +599,14 @@ def test_docs_examples_run():
     blocks = _python_blocks(os.path.join(ROOT, "docs", "testing.rst"))
     assert len(blocks) >= 8
     namespace = {}
-    ran = 0
+    ran = skipped = 0
     for block in blocks:
         if ("import jax" in block or "without_transpose_kernel" in block) \
                 and importlib.util.find_spec("jax") is None:
+            skipped += 1
             continue
         if "import torch" in block and importlib.util.find_spec("torch") is None:
+            skipped += 1
             continue
         if "check_conv_transpose(unflipped" in block or \
                 "check_conv_transpose(without_transpose_kernel" in block:
@@ -618,4 +620,5 @@ def test_docs_examples_run():
             continue
         exec(block, namespace)
         ran += 1
-    assert ran >= 8
+    # every block ran but those whose optional framework is missing
+    assert ran == len(blocks) - skipped and ran >= 6
