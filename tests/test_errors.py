@@ -710,7 +710,9 @@ def test_integer_likes_are_accepted_everywhere():
     (lambda: stc.conv(np.array([["a", "b"]]), W1), TypeError, "input"),
     (lambda: stc.conv(np.ones((1, 2, 3)).astype(str), W1), TypeError, "input"),
     (lambda: stc.conv(X1, W1.astype(object)), TypeError, "weight"),
-    (lambda: stc.conv([[[1.0, 2.0], [1.0]]], W1), ValueError, "input"),
+    # a ragged list: NumPy >= 1.24 refuses it (ValueError), 1.23 makes an object
+    # array (refused as a dtype, TypeError); either way the error names "input"
+    (lambda: stc.conv([[[1.0, 2.0], [1.0]]], W1), (ValueError, TypeError), "input"),
     (lambda: stc.contributions(np.array(["a", "b"]), np.ones(2)), TypeError, "input"),
     (lambda: stc.output_terms(np.ones(2), np.ones(2), 1.5), TypeError, "index"),
     (lambda: stc.output_terms(np.ones(2), np.ones(2), True), TypeError, "index"),
