@@ -196,15 +196,18 @@ def _blas_sizes_ok(plan):
 def column_source(geometry):
     """Where a GEMM's column matrix comes from (see ``ColumnSource`` in _kernels.pxd).
 
-    POINTWISE: kernel 1, stride 1, no padding on every axis -- each sample's plane *is*
-    its column block.  WHOLE_INPUT: one small position and a kernel exactly covering
+    POINTWISE: kernel 1, stride 1, no padding on every axis, and planes of at least
+    GEMM_MIN_WIDTH / 2 positions -- each sample's plane *is* its column block.  WHOLE_INPUT: one small position and a kernel exactly covering
     the unpadded large side (dilation 1) -- the samples' large planes are the columns.
     Otherwise IM2COL.
     """
     axes = list(zip(geometry.small, geometry.large, geometry.kernel, geometry.stride,
                     geometry.dilation, geometry.pad_begin))
-    if all(k == 1 and s == 1 and pad == 0 and small == large
-           for small, large, k, s, d, pad in axes):
+    if (all(k == 1 and s == 1 and pad == 0 and small == large
+            for small, large, k, s, d, pad in axes)
+            and prod(geometry.small) >= GEMM_MIN_WIDTH // 2):
+        # per-sample GEMMs: only when a plane is wide enough for BLAS on its own
+        # (a 4x3 plane of 512 channels runs 3x slower than im2col's packed samples)
         return POINTWISE
     if all(small == 1 and pad == 0 and large == k and (d == 1 or k == 1)
            for small, large, k, s, d, pad in axes):

@@ -182,8 +182,9 @@ def test_huge_strides_and_paddings(backend):
 @pytest.mark.parametrize("shape", [
     # (input spatial, kernel, stride, dilation): POINTWISE, then WHOLE_INPUT
     ((5, 7), (1, 1), 2, 3),          # kernel 1: stride/dilation matter only if > 1 ...
-    ((5, 7), (1, 1), 1, 1),          # ... so this one is pointwise
-    ((3, 4, 2), (1, 1, 1), 1, 1),
+    ((16, 17), (1, 1), 1, 1),        # ... so this one is pointwise
+    ((5, 7), (1, 1), 1, 1),          # (but planes this small pack samples: im2col)
+    ((8, 4, 9), (1, 1, 1), 1, 1),
     ((4, 4), (4, 4), 1, 1),          # conv of a 4x4 input with a 4x4 kernel: whole input
     ((6,), (6,), 3, 1),
     ((3, 2, 5), (3, 2, 5), 2, 1),
@@ -210,8 +211,6 @@ def test_gemm_without_columns_matches_reference(shape, groups):
                           b.dtype, stride, 0, 0, groups, dilation, None)
     t_plan = make_plan(True, None, small.shape, small.dtype, w_t.shape, w_t.dtype, b_t.shape,
                        b_t.dtype, stride, 0, 0, groups, dilation, None)
-    expect_source = _layout.column_source(conv_plan.geometry.lifted(3))
-    assert expect_source != _layout.IM2COL or stride != 1 or kernel[0] != 1
     for dtype in (np.float32, np.float64):
         cp = dataclasses.replace(conv_plan, dtype=np.dtype(dtype))
         tp = dataclasses.replace(t_plan, dtype=np.dtype(dtype))
@@ -230,7 +229,8 @@ def test_column_source_is_decided_from_the_geometry():
         plan = _transposed_plan(x_shape, w_shape, **kw)
         return _layout.build_layout(plan, _layout.TRANSPOSE, _layout.GEMM).column_source
 
-    assert source((2, 8, 5, 5), (8, 4, 1, 1)) == _layout.POINTWISE
+    assert source((2, 8, 16, 16), (8, 4, 1, 1)) == _layout.POINTWISE
+    assert source((2, 8, 5, 5), (8, 4, 1, 1)) == _layout.IM2COL         # planes too small
     assert source((2, 8, 1, 1), (8, 4, 4, 4)) == _layout.WHOLE_INPUT      # DCGAN's first layer
     assert source((2, 8, 5, 5), (8, 4, 1, 1), stride=2) == _layout.IM2COL  # zeros between
     assert source((2, 8, 1, 1), (8, 4, 4, 4), padding=1) == _layout.IM2COL  # a crop
