@@ -114,19 +114,19 @@ def _workspace(name, size, dtype):
     return buffer[:size]
 
 
-def _threading(layout, max_threads):
-    """The threading split of one call: ``(n_threads, whole_chunks, buffers)``.
+FORWARD_BUFFERS = ("scratch", "phased", "packed", "columns", "product")
+WEIGHT_GRADIENT_BUFFERS = ("phased", "packed", "columns")
+
+
+def _split(layout, n_threads, names):
+    """The threading split of a call on ``n_threads`` threads:
+    ``(n_threads, whole_chunks, ((buffer name, elements), ...))``.
 
     Threads take whole GEMM chunks (each its own single-threaded BLAS call and
     col2im, no barrier) when there are at least as many chunks as threads and BLAS
     can be told to stay single-threaded inside our threads; then the GEMM buffers
-    are per thread.
+    are per thread.  Scratch planes are always per thread.
     """
-    n_threads = min(current_threads(), max_threads)
-    return _split(layout, n_threads)
-
-
-def _split(layout, n_threads):
     whole_chunks = (layout.algorithm == GEMM and n_threads > 1
                     and layout.n_chunks >= n_threads and _kernels.blas_thread_hook_installed())
     per_chunk = n_threads if whole_chunks else 1
@@ -134,7 +134,43 @@ def _split(layout, n_threads):
     counts = dict(scratch=ws.scratch * n_threads, phased=ws.phased,
                   packed=ws.packed * per_chunk, columns=ws.columns * per_chunk,
                   product=ws.product * per_chunk)
-    return n_threads, whole_chunks, counts
+    return n_threads, whole_chunks, tuple((name, counts[name]) for name in names)
+
+
+class _Prepared:
+    """What Executor and WeightGradient share: the layout, the kernel, the thread cap
+    and the threading split per thread count (decided once, then looked up)."""
+
+    __slots__ = ("algorithm", "layout", "kernel", "dtype", "max_threads", "_splits",
+                 "_names")
+
+    def _prepare(self, plan, direction, algorithm, names):
+        self.algorithm = algorithm
+        self.layout = build_layout(plan, direction, algorithm)
+        self.kernel = _kernels.Kernel(self.layout)
+        self.dtype = plan.dtype
+        self.max_threads = max(1, plan.flops // FLOPS_PER_THREAD)
+        self._splits = {}
+        self._names = names
+
+    def _call_split(self):
+        """The split for the current thread setting (capped by the work)."""
+        n_threads = current_threads()
+        if n_threads > self.max_threads:
+            n_threads = self.max_threads
+        split = self._splits.get(n_threads)
+        if split is None:
+            split = self._splits[n_threads] = _split(self.layout, n_threads, self._names)
+        return split
+
+    def _buffers(self, counts):
+        dtype = self.dtype
+        return [_workspace(name, size, dtype) if size else None for name, size in counts]
+
+    def workspace_bytes(self, n_threads):
+        """Bytes of workspace one call takes with (at most) ``n_threads`` threads."""
+        counts = _split(self.layout, min(n_threads, self.max_threads), self._names)[2]
+        return sum(size for _, size in counts) * self.dtype.itemsize
 
 
 def _c_array(array, dtype):
@@ -143,7 +179,7 @@ def _c_array(array, dtype):
     return array
 
 
-class Executor:
+class Executor(_Prepared):
     """Backend "direct" for one plan: everything decided up front, a short call path.
 
     Calling it with ``(x, w, b)`` converts the arrays only when they are not already
@@ -151,25 +187,15 @@ class Executor:
     kernel with the GIL released.
     """
 
-    __slots__ = ("plan", "algorithm", "layout", "kernel", "dtype", "output_shape",
-                 "max_threads")
+    __slots__ = ("plan", "output_shape")
 
     def __init__(self, plan, algorithm=None):
         algorithm = _algorithm_id(algorithm)
         if algorithm is None:
             algorithm = choose_algorithm(plan)
+        self._prepare(plan, _direction(plan), algorithm, FORWARD_BUFFERS)
         self.plan = plan
-        self.algorithm = algorithm
-        self.layout = build_layout(plan, _direction(plan), algorithm)
-        self.kernel = _kernels.Kernel(self.layout)
-        self.dtype = plan.dtype
         self.output_shape = plan.output_shape
-        self.max_threads = max(1, plan.flops // FLOPS_PER_THREAD)
-
-    def workspace_bytes(self, n_threads):
-        """Bytes of workspace one call takes with (at most) ``n_threads`` threads."""
-        counts = _split(self.layout, min(n_threads, self.max_threads))[2]
-        return sum(counts.values()) * self.dtype.itemsize
 
     def __call__(self, x, w, b):
         dtype = self.dtype
@@ -178,11 +204,8 @@ class Executor:
         if b is not None:
             b = _c_array(b, dtype)
         out = np.empty(self.output_shape, dtype=dtype)
-        n_threads, whole_chunks, counts = _threading(self.layout, self.max_threads)
-        self.kernel.forward(out, x, w, b,
-                            *(_workspace(name, counts[name], dtype)
-                              for name in ("scratch", "phased", "packed", "columns", "product")),
-                            n_threads, whole_chunks)
+        n_threads, whole_chunks, counts = self._call_split()
+        self.kernel.forward(out, x, w, b, *self._buffers(counts), n_threads, whole_chunks)
         return out
 
 
@@ -191,7 +214,7 @@ def run(plan, x, w, b, algorithm=None):
     return Executor(plan, algorithm)(x, w, b)
 
 
-class WeightGradient:
+class WeightGradient(_Prepared):
     """The weight gradient of ``plan``'s operator on the compiled kernels.
 
     ``grad_w[cs, cl, t] = sum over n, j of S[n, cs, j] * L[n, group*Cl_g + cl, j*s - pad + t*d]``
@@ -201,28 +224,21 @@ class WeightGradient:
     ``grad_w`` in the weight's layout ``(C_small, C_large // groups, *kernel)``.
     """
 
-    __slots__ = ("algorithm", "layout", "kernel", "dtype", "shape", "max_threads")
+    __slots__ = ("shape",)
 
     def __init__(self, plan, algorithm=None):
         algorithm = _algorithm_id(algorithm)
         if algorithm is None:
             algorithm = choose_weight_gradient_algorithm(plan)
-        self.algorithm = algorithm
-        self.layout = build_layout(plan, WEIGHT_GRADIENT, algorithm)
-        self.kernel = _kernels.Kernel(self.layout)
-        self.dtype = plan.dtype
+        self._prepare(plan, WEIGHT_GRADIENT, algorithm, WEIGHT_GRADIENT_BUFFERS)
         self.shape = ((plan.small_channels, plan.large_channels // plan.groups)
                       + plan.geometry.kernel)
-        self.max_threads = max(1, plan.flops // FLOPS_PER_THREAD)
 
     def __call__(self, small, large):
         dtype = self.dtype
         small = _c_array(small, dtype)
         large = _c_array(large, dtype)
         out = np.empty(self.shape, dtype=dtype)
-        n_threads, _, counts = _threading(self.layout, self.max_threads)
-        self.kernel.weight_gradient(out, small, large,
-                                    *(_workspace(name, counts[name], dtype)
-                                      for name in ("phased", "packed", "columns")),
-                                    n_threads)
+        n_threads, _, counts = self._call_split()
+        self.kernel.weight_gradient(out, small, large, *self._buffers(counts), n_threads)
         return out

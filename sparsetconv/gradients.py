@@ -25,7 +25,7 @@ from typing import Iterable, Optional, Tuple
 import numpy as np
 
 from . import _compiled
-from ._plan import adjoint_plan, check_backend, make_plan
+from ._plan import _plain, adjoint_plan, check_backend, make_plan
 from ._taps import weight_gradient_by_taps
 from ._validation import compute_dtype
 from .functional import _is_dask, _sparse, all_finite, as_array, compiled
@@ -116,19 +116,45 @@ def _check_needs(needs):
     return needs
 
 
+# Validated backward calls, keyed by everything but the array data (as functional's
+# prepared calls): a repeated call skips validation.  Bounded; cleared when full.
+_CALLS = {}
+_MAX_CALLS = 1024
+
+
 def _backward(transposed, grad_output, input, weight, stride, padding, output_padding,
               groups, dilation, needs, backend):
-    needs = _check_needs(needs)
+    plain = (type(grad_output) is np.ndarray and type(input) is np.ndarray
+             and type(weight) is np.ndarray and type(backend) is str
+             and type(needs) is tuple and _plain((stride, padding, output_padding, groups,
+                                                  dilation, needs)))
+    if plain:
+        key = (transposed, grad_output.shape, grad_output.dtype, input.shape, input.dtype,
+               weight.shape, weight.dtype, stride, padding, output_padding, groups,
+               dilation, needs, backend)
+        prepared = _CALLS.get(key)
+        if prepared is not None:
+            return _run(*prepared, grad_output, input, weight)
+    needs_set = _check_needs(needs)
     check_backend(backend)
     if _is_dask(grad_output) or _is_dask(input) or _is_dask(weight):
         from . import _dask
 
         return _dask.backward(transposed, grad_output, input, weight, stride, padding,
-                              output_padding, groups, dilation, needs, backend)
+                              output_padding, groups, dilation, needs_set, backend)
     x, w = as_array(input, "input"), as_array(weight, "weight")
     g = as_array(grad_output, "grad_output")
     plan = _backward_plan(transposed, g.shape, g.dtype, x.shape, x.dtype, w.shape, w.dtype,
                           stride, padding, output_padding, groups, dilation)
+    if plain:
+        if len(_CALLS) >= _MAX_CALLS:
+            _CALLS.clear()
+        _CALLS[key] = (plan, needs_set, backend)
+    return _run(plan, needs_set, backend, g, x, w)
+
+
+def _run(plan, needs, backend, g, x, w):
+    """The gradients of a validated call."""
     channel_axis = 0 if plan.batch is None else 1
     grad_bias = grad_input = grad_weight = None
     if "bias" in needs:
@@ -143,7 +169,7 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
         else:
             grad_input = _input_gradient(plan)(g, w, None)
     if "weight" in needs:
-        small, large = (x, g) if transposed else (g, x)
+        small, large = (x, g) if plan.transposed else (g, x)
         if backend == "sparse":
             grad_weight = _sparse_weight_gradient(plan, x, g, w.shape)
         else:

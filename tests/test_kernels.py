@@ -200,7 +200,8 @@ def _progress_during(call):
 
 
 def _long_call(algorithm, transposed):
-    """A compiled call of ~0.05-0.5 s on one thread, and its executor."""
+    """A compiled call of ~0.05-0.5 s on one thread (a few repeats of one kernel), and
+    its executor."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 16, 48, 48))
     w = rng.standard_normal((16, 16, 5, 64) if algorithm == "kernel_rows" else (16, 16, 5, 5))
@@ -209,8 +210,12 @@ def _long_call(algorithm, transposed):
 
     def call():
         with stc.threads(1):
-            executor(x, w, None)
+            for _ in range(LONG_CALL_REPEATS):  # long enough to count steps under load
+                executor(x, w, None)
     return executor, call
+
+
+LONG_CALL_REPEATS = 10
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
@@ -250,7 +255,7 @@ def test_gil_probe_catches_a_kernel_that_holds_the_gil():
     duration = time.perf_counter() - start
 
     def holds_the_gil(*args):
-        end = time.perf_counter() + duration
+        end = time.perf_counter() + duration / LONG_CALL_REPEATS
         while time.perf_counter() < end:
             pass
 
