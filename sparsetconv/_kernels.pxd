@@ -30,6 +30,7 @@ cdef struct Axis:
     Py_ssize_t small
     Py_ssize_t large
     Py_ssize_t kernel
+    Py_ssize_t stride
     const Py_ssize_t *first     # [kernel]
     const Py_ssize_t *stop      # [kernel]
     const Py_ssize_t *offset    # [kernel]

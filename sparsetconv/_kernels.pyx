@@ -74,9 +74,10 @@ cdef extern from "_rowops.h" nogil:
                           Py_ssize_t n, float bias)
     void stc_gather_row_d(double *out, const double *src, const Py_ssize_t *map,
                           Py_ssize_t n, double bias)
-    void stc_scatter_row_f(float *dst, const float *src, const Py_ssize_t *map, Py_ssize_t n)
-    void stc_scatter_row_d(double *dst, const double *src, const Py_ssize_t *map,
-                           Py_ssize_t n)
+    void stc_phase_row_f(float *dst, const float *src, const Py_ssize_t *layout, Py_ssize_t n,
+                         Py_ssize_t stride)
+    void stc_phase_row_d(double *dst, const double *src, const Py_ssize_t *layout,
+                         Py_ssize_t n, Py_ssize_t stride)
 
 # The ids Python uses are these enum values (one definition).
 ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
@@ -167,12 +168,11 @@ cdef inline void _gather_row(floating *out, const floating *src, const Py_ssize_
         stc_gather_row_d(out, src, index, n, bias)
 
 
-cdef inline void _scatter_row(floating *dst, const floating *src, const Py_ssize_t *index,
-                              Py_ssize_t n) noexcept nogil:
+cdef inline void _phase_row(floating *dst, const floating *src, const Axis *a) noexcept nogil:
     if floating is float:
-        stc_scatter_row_f(dst, src, index, n)
+        stc_phase_row_f(dst, src, a.layout, a.large, a.stride)
     else:
-        stc_scatter_row_d(dst, src, index, n)
+        stc_phase_row_d(dst, src, a.layout, a.large, a.stride)
 
 
 cdef inline void _gemm(char *transa, char *transb, int m, int n, int k, floating *a, int lda,
@@ -438,7 +438,7 @@ cdef const floating *_phase_large(floating *phased, const floating *large,
     for row in prange(rows, schedule="static", num_threads=n_threads):
         if width != lx:
             memset(phased + row * width, 0, width * sizeof(floating))
-        _scatter_row(phased + row * width, large + row * lx, ax.layout, lx)
+        _phase_row(phased + row * width, large + row * lx, ax)
     return phased
 
 
@@ -860,6 +860,7 @@ cdef class Kernel:
             axis.source = _table(tables.source, self._keep)
             axis.layout = _table(tables.layout, self._keep)
             axis.row_length = tables.row_length
+            axis.stride = tables.stride
             axis.element_first = _table(tables.element_first, self._keep)
             axis.element_stop = _table(tables.element_stop, self._keep)
             axis.element_start = _table(tables.element_start, self._keep)

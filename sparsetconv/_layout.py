@@ -44,6 +44,7 @@ class AxisTables:
     small: int
     large: int
     kernel: int
+    stride: int
     first: np.ndarray
     stop: np.ndarray
     offset: np.ndarray
@@ -111,7 +112,8 @@ def _axis_tables(geometry, axis, kernel_rows):
                      element_start=_intp(start))
         layout = np.arange(large)
     return AxisTables(
-        small=small, large=large, kernel=geometry.kernel[axis], first=_intp(relation.first),
+        small=small, large=large, kernel=geometry.kernel[axis], stride=geometry.stride[axis],
+        first=_intp(relation.first),
         stop=_intp(relation.stop), offset=_intp(relation.offset),
         source=_intp(relation.source.ravel()), layout=_intp(layout), row_length=large, **extra,
     )
@@ -123,8 +125,10 @@ def _zero_padded_x(geometry, tables):
     clipped edges, so short rows stay in registers), or None when that copy would be
     more than twice the row (huge padding keeps the clipped runs).
 
-    Only for the convolution's forward gather, where the zeros meet weights, never
-    data: the weight is finite there (non-finite weights take the exact path).
+    For the convolution's gather the zeros meet only weights, which are finite there
+    (non-finite weights take the exact path); for the weight gradient they meet data,
+    and a non-finite gradient is recomputed exactly where there is padding -- so the
+    zeros never change a result.
     """
     small, large = tables.small, tables.large
     if all(tables.first == 0) and all(tables.stop == small):
@@ -263,7 +267,7 @@ def build_layout(plan, direction, algorithm):
         )
     chunk = weight_gradient_chunk(plan) if direction == WEIGHT_GRADIENT else forward_chunk(plan)
     columns = plan.large_channels * kernel_size * chunk * small_size if gemm else 0
-    if direction == CONVOLVE and algorithm == DIRECT:
+    if direction != TRANSPOSE and algorithm == DIRECT:
         padded = _zero_padded_x(g, axes[2])
         if padded is not None:
             axes = axes[:2] + (padded,)

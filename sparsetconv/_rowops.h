@@ -174,11 +174,19 @@ STC_CLONES static void stc_gather_row_##SUFFIX(                                 
 {                                                                                          \
     for (ptrdiff_t i = 0; i < n; ++i) out[i] = src[map[i]] + bias;                         \
 }                                                                                          \
-/* dst[map[i]] = src[i]: lay one input row out phase-major                         */     \
-STC_CLONES static void stc_scatter_row_##SUFFIX(                                           \
-    T *restrict dst, const T *restrict src, const ptrdiff_t *map, ptrdiff_t n)             \
+/* Lay one input row out phase by phase: dst[layout[r] + m] = src[m*stride + r]     */  \
+/* (phase r's positions are contiguous from layout[r]): contiguous stores, strided  */  \
+/* loads -- not a scatter.                                                          */  \
+STC_CLONES static void stc_phase_row_##SUFFIX(                                             \
+    T *restrict dst, const T *restrict src, const ptrdiff_t *layout, ptrdiff_t n,          \
+    ptrdiff_t stride)                                                                      \
 {                                                                                          \
-    for (ptrdiff_t i = 0; i < n; ++i) dst[map[i]] = src[i];                                \
+    ptrdiff_t phases = stride < n ? stride : n;                                            \
+    for (ptrdiff_t r = 0; r < phases; ++r) {                                               \
+        T *restrict d = dst + layout[r];                                                   \
+        ptrdiff_t count = (n - r + stride - 1) / stride;                                   \
+        for (ptrdiff_t m = 0; m < count; ++m) d[m] = src[m * stride + r];                  \
+    }                                                                                      \
 }
 
 STC_DEFINE_ROWOPS(float, f)
