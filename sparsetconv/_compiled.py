@@ -59,7 +59,7 @@ def choose_algorithm(plan):
     2. Otherwise, for a transposed convolution whose kernel row is longer than its
        input row (stride-1 dilation on x), KERNEL_ROWS: one contiguous kernel row per
        input element instead of many one-element runs.
-    3. Otherwise DIRECT: few channels (depthwise) and seed-sized calls, where there is
+    3. Otherwise DIRECT: few channels (depthwise) and tiny calls, where there is
        nothing for BLAS to amortise.
     """
     g = plan.geometry

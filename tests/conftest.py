@@ -130,12 +130,12 @@ _ceil_div = ceil_div
 
 
 def transposed_size(n, k, s, pb, pe, op, d):
-    """SPEC section 2, one axis: the transposed convolution's output size."""
+    """One axis: the transposed convolution's output size, from the formula."""
     return (n - 1) * s - pb - pe + d * (k - 1) + op + 1
 
 
 def conv_size(n, k, s, pb, pe, d):
-    """SPEC section 2, one axis: the convolution's output size."""
+    """One axis: the convolution's output size, from the formula."""
     return (n + pb + pe - d * (k - 1) - 1) // s + 1
 
 
@@ -265,7 +265,7 @@ class ConvConfig:
 
 def config_from_case(case):
     """A :class:`ConvConfig` for a ``sparsetconv.testing`` case, with the padding pairs
-    and the output size worked out here from SPEC sections 1 and 2 (not by the library)."""
+    and the output size worked out here from the size formulas (not by the library)."""
     pairs = explicit_padding(case.padding, case.in_size, case.kernel, case.stride,
                              case.dilation, transposed=case.transposed)
     out_size = output_spatial(case.in_size, case.kernel, case.stride, pairs, case.dilation,
