@@ -476,3 +476,25 @@ def test_without_dask_installed():
     assert lines[0] == "[[[0.0, 1.0, 3.0, 5.0, 3.0]]] [[[1.0, 3.0, 5.0]]]"
     assert lines[1] == "[[[0.0, 1.0, 3.0, 5.0, 3.0]]]"
     assert lines[2] == "TypeError True"
+
+
+def test_readme_beyond_one_machine_examples_run():
+    """The README's dask examples (marked +SKIP there, so the README's own doctest runs
+    without the optional extra) run here, where dask is installed."""
+    import doctest
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+    if not readme.exists():
+        pytest.skip("no README.md beside the tests")
+    text = readme.read_text()
+    section = text.split("## Beyond one machine")[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) >= 2
+    # one doctest for all blocks: the second uses the first one's names
+    code = "\n".join(blocks).replace("  # doctest: +SKIP", "")
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(doctest.DocTestParser().get_doctest(code, {"np": np, "st": stc}, "README",
+                                                   None, 0))
+    assert runner.failures == 0 and runner.tries >= 10

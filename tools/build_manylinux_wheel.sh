@@ -38,7 +38,7 @@ grep -q 'sparsetconv.libs/libgomp' <<< "$listing" \
 # shellcheck disable=SC1091
 source "$work/test-venv/bin/activate"
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet "$wheel[test,plot]"
+python -m pip install --quiet "$wheel[test,plot]"  # no dask: the optional extra must stay optional
 # The extension must load the bundled libgomp, not the system's.
 (cd / && python - <<'PY'
 import sparsetconv
