@@ -137,6 +137,21 @@ def _split(layout, n_threads, names):
     return n_threads, whole_chunks, tuple((name, counts[name]) for name in names)
 
 
+def _parallel_items(layout):
+    """How many independent pieces the kernel's parallel loop shares out: a thread
+    beyond them would only be woken to wait.  GEMM splits its products finely."""
+    if layout.algorithm == GEMM:
+        return layout.batch * layout.c_small * layout.c_large
+    if layout.direction == WEIGHT_GRADIENT:  # weight rows (cs, cl)
+        return layout.c_small * (layout.c_large // layout.groups)
+    if layout.direction == TRANSPOSE:  # output planes (n, c)
+        return layout.batch * layout.c_large
+    rows = layout.batch * layout.c_small  # output rows (n, c, z, y)
+    for axis in layout.axes[:-1]:
+        rows *= axis.small
+    return rows
+
+
 class _Prepared:
     """What Executor and WeightGradient share: the layout, the kernel, the thread cap
     and the threading split per thread count (decided once, then looked up)."""
@@ -149,7 +164,8 @@ class _Prepared:
         self.layout = build_layout(plan, direction, algorithm)
         self.kernel = _kernels.Kernel(self.layout)
         self.dtype = plan.dtype
-        self.max_threads = max(1, plan.flops // FLOPS_PER_THREAD)
+        self.max_threads = max(1, min(plan.flops // FLOPS_PER_THREAD,
+                                      _parallel_items(self.layout)))
         self._splits = {}
         self._names = names
 

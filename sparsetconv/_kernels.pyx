@@ -425,20 +425,31 @@ cdef void _transpose_gemm(floating *out, const floating *x, floating *w,
 # Convolution direction (convolution, and the large side of the weight gradient)
 
 
+cdef inline Py_ssize_t _large_rows(const Problem *p) noexcept nogil:
+    return p.batch * p.c_large * p.axis[0].large * p.axis[1].large
+
+
+cdef inline void _phase_large_row(floating *phased, const floating *large, const Problem *p,
+                                  Py_ssize_t row) noexcept nogil:
+    """Row ``row`` of the large input laid out by ``axis[2].layout`` in a row of
+    ``axis[2].row_length`` (phase-major, zero where a padded row has no data)."""
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t width = ax.row_length
+    if width != ax.large:
+        memset(phased + row * width, 0, width * sizeof(floating))
+    _phase_row(phased + row * width, large + row * ax.large, ax)
+
+
 cdef const floating *_phase_large(floating *phased, const floating *large,
                                   const Problem *p, int n_threads) noexcept nogil:
-    """The large input with every x row laid out by ``axis[2].layout`` in rows of
-    ``axis[2].row_length`` (phase-major, zero where a padded row has no data), or the
-    input itself when it is read in place."""
-    cdef const Axis *ax = &p.axis[2]
-    cdef Py_ssize_t row, lx = ax.large, width = ax.row_length
-    cdef Py_ssize_t rows = p.batch * p.c_large * p.axis[0].large * p.axis[1].large
+    """The large input phase-major (:func:`_phase_large_row`), or the input itself when
+    it is read in place.  The direct kernels do this inside their own parallel region
+    (one fork and join per call: every wake-up of a sleeping worker costs time)."""
+    cdef Py_ssize_t row
     if not p.phased_large:
         return large
-    for row in prange(rows, schedule="static", num_threads=n_threads):
-        if width != lx:
-            memset(phased + row * width, 0, width * sizeof(floating))
-        _phase_row(phased + row * width, large + row * lx, ax)
+    for row in prange(_large_rows(p), schedule="static", num_threads=n_threads):
+        _phase_large_row(phased, large, p, row)
     return phased
 
 
@@ -484,21 +495,28 @@ cdef inline void _conv_row(floating *out_row, const floating *large, const float
         _rows_gather(out_row, srcs, wrows, count, ax)
 
 
-cdef void _conv_rows(floating *out, const floating *large, const floating *w,
+cdef void _conv_rows(floating *out, const floating *x, floating *phased, const floating *w,
                      const floating *bias, const Problem *p, int n_threads) noexcept nogil:
-    """DIRECT convolution: each thread owns output rows and gathers into them; z and y
-    taps in the padding are skipped, x runs are clipped to the real positions."""
+    """DIRECT convolution: the input phase-major, then each thread owns output rows and
+    gathers into them; z and y taps in the padding are skipped, x runs are clipped to
+    the real positions.  One parallel region for both steps."""
     cdef Py_ssize_t sz = p.axis[0].small, sy = p.axis[1].small, sx = p.axis[2].small
     cdef Py_ssize_t c_out = p.c_small
     cdef Py_ssize_t row, rest, n, co, oz, oy
-    for row in prange(p.batch * c_out * sz * sy, schedule="static", num_threads=n_threads):
-        oy = row % sy
-        rest = row // sy
-        oz = rest % sz
-        rest = rest // sz
-        co = rest % c_out
-        n = rest // c_out
-        _conv_row(out + row * sx, large, w, bias[co] if bias != NULL else 0, p, n, co, oz, oy)
+    cdef const floating *large = <const floating *> phased if p.phased_large else x
+    with parallel(num_threads=n_threads):
+        if p.phased_large:
+            for row in prange(_large_rows(p), schedule="static"):
+                _phase_large_row(phased, x, p, row)
+        for row in prange(p.batch * c_out * sz * sy, schedule="static"):
+            oy = row % sy
+            rest = row // sy
+            oz = rest % sz
+            rest = rest // sz
+            co = rest % c_out
+            n = rest // c_out
+            _conv_row(out + row * sx, large, w, bias[co] if bias != NULL else 0, p, n, co,
+                      oz, oy)
 
 
 cdef void _im2col(floating *cols, const floating *large, Py_ssize_t count,
@@ -630,9 +648,10 @@ cdef void _conv_gemm(floating *out, const floating *large, floating *w,
 # -- a correlation, read from the large side like a convolution.
 
 
-cdef void _weight_grad_rows(floating *grad_w, const floating *small, const floating *large,
-                            const Problem *p, int n_threads) noexcept nogil:
-    """DIRECT: each thread owns weight rows (cs, cl) and correlates."""
+cdef inline void _weight_grad_row(floating *grad_w, const floating *small,
+                                  const floating *large, const Problem *p,
+                                  Py_ssize_t item) noexcept nogil:
+    """Weight row ``item`` = (cs, cl of its group): every kernel tap, correlated."""
     cdef const Axis *az = &p.axis[0]
     cdef const Axis *ay = &p.axis[1]
     cdef const Axis *ax = &p.axis[2]
@@ -642,29 +661,40 @@ cdef void _weight_grad_rows(floating *grad_w, const floating *small, const float
     cdef Py_ssize_t c_small = p.c_small, c_large = p.c_large
     cdef Py_ssize_t cs_g = c_small // p.groups, cl_g = c_large // p.groups
     cdef Py_ssize_t kernel_size = kz * ky * kx
-    cdef Py_ssize_t item, cs, cl, n, oz, oy, tz, ty, iz, iy, i
-    cdef floating *acc
-    for item in prange(c_small * cl_g, schedule="dynamic", num_threads=n_threads):
-        cs = item // cl_g
-        cl = (cs // cs_g) * cl_g + item % cl_g
-        acc = grad_w + item * kernel_size
-        for i in range(kernel_size):
-            acc[i] = 0
-        for n in range(p.batch):
-            for oz in range(sz):
-                for tz in range(kz):
-                    iz = az.source[tz * sz + oz]
-                    if iz < 0:
-                        continue
-                    for oy in range(sy):
-                        for ty in range(ky):
-                            iy = ay.source[ty * sy + oy]
-                            if iy < 0:
-                                continue
-                            _taps_dot(acc + (tz * ky + ty) * kx,
-                                      small + (((n * c_small + cs) * sz + oz) * sy + oy) * sx,
-                                      large + (((n * c_large + cl) * lz + iz) * ly + iy) * lx,
-                                      ax)
+    cdef Py_ssize_t cs = item // cl_g, cl = (cs // cs_g) * cl_g + item % cl_g
+    cdef Py_ssize_t n, oz, oy, tz, ty, iz, iy, i
+    cdef floating *acc = grad_w + item * kernel_size
+    for i in range(kernel_size):
+        acc[i] = 0
+    for n in range(p.batch):
+        for oz in range(sz):
+            for tz in range(kz):
+                iz = az.source[tz * sz + oz]
+                if iz < 0:
+                    continue
+                for oy in range(sy):
+                    for ty in range(ky):
+                        iy = ay.source[ty * sy + oy]
+                        if iy < 0:
+                            continue
+                        _taps_dot(acc + (tz * ky + ty) * kx,
+                                  small + (((n * c_small + cs) * sz + oz) * sy + oy) * sx,
+                                  large + (((n * c_large + cl) * lz + iz) * ly + iy) * lx,
+                                  ax)
+
+
+cdef void _weight_grad_rows(floating *grad_w, const floating *small, const floating *x,
+                            floating *phased, const Problem *p, int n_threads) noexcept nogil:
+    """DIRECT: the large side phase-major, then each thread owns weight rows (cs, cl)
+    and correlates.  One parallel region for both steps."""
+    cdef Py_ssize_t item, row
+    cdef const floating *large = <const floating *> phased if p.phased_large else x
+    with parallel(num_threads=n_threads):
+        if p.phased_large:
+            for row in prange(_large_rows(p), schedule="static"):
+                _phase_large_row(phased, x, p, row)
+        for item in prange(p.c_small * (p.c_large // p.groups), schedule="dynamic"):
+            _weight_grad_row(grad_w, small, large, p, item)
 
 
 cdef inline void _pack_one(floating *dst, const floating *src, Py_ssize_t count,
@@ -934,11 +964,11 @@ cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const fl
         else:
             _transpose_planes(out, x, w, bias, <floating *> buf.scratch, p, n_threads)
         return
-    large = _phase_large(<floating *> buf.phased, x, p, n_threads)
     if p.algorithm == GEMM:
+        large = _phase_large(<floating *> buf.phased, x, p, n_threads)
         _conv_gemm(out, large, w, bias, buf, p, n_threads, whole_chunks)
     else:
-        _conv_rows(out, large, w, bias, p, n_threads)
+        _conv_rows(out, x, <floating *> buf.phased, w, bias, p, n_threads)
 
 
 cdef void _weight_gradient(const Problem *p, const Buffers *buf, floating *grad_w,
@@ -948,8 +978,8 @@ cdef void _weight_gradient(const Problem *p, const Buffers *buf, floating *grad_
     if p.algorithm == GEMM and p.column_source != IM2COL:
         _direct_columns_weight_gradient(grad_w, small, large_in, p, n_threads)
         return
-    large = _phase_large(<floating *> buf.phased, large_in, p, n_threads)
     if p.algorithm == GEMM:
+        large = _phase_large(<floating *> buf.phased, large_in, p, n_threads)
         _weight_grad_gemm(grad_w, small, large, buf, p, n_threads)
     else:
-        _weight_grad_rows(grad_w, small, large, p, n_threads)
+        _weight_grad_rows(grad_w, small, large_in, <floating *> buf.phased, p, n_threads)

@@ -6,10 +6,12 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 
 import sparsetconv as stc
-from sparsetconv import _threads
+from sparsetconv import _compiled, _threads
+from sparsetconv._plan import adjoint_plan, make_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -162,13 +164,18 @@ def _libgomp_display_env():
         pytest.skip("the OpenMP runtime is not libgomp >= 11 (no omp_display_env)")
 
 
-def test_openmp_workers_wait_passively_by_default():
+def test_openmp_workers_spin_only_briefly_by_default():
     _libgomp_display_env()
     result = _child(DISPLAY_ENV)
-    assert "passive (set by sparsetconv" in result.stdout
+    assert "a short spin, then sleep (set by sparsetconv" in result.stdout
     assert result.stdout.split("\n")[0].endswith(" None")   # environment restored
-    # libgomp shows an unset policy as PASSIVE too; the spin count tells them apart.
-    assert "GOMP_SPINCOUNT = '0'" in result.stderr
+    # the runtime took the bounded spin (libgomp's own default is 300000 spins)
+    assert f"GOMP_SPINCOUNT = '{sparsetconv_idle_spins()}'" in result.stderr
+
+
+def sparsetconv_idle_spins():
+    assert 0 < stc._IDLE_SPINS < 10_000
+    return stc._IDLE_SPINS
 
 
 def test_a_users_wait_policy_wins():
@@ -177,4 +184,19 @@ def test_a_users_wait_policy_wins():
     assert "set by the user: OMP_WAIT_POLICY=active" in result.stdout
     assert result.stdout.split("\n")[0].endswith(" active")
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in result.stderr
-    assert "GOMP_SPINCOUNT = '0'" not in result.stderr
+    assert f"GOMP_SPINCOUNT = '{sparsetconv_idle_spins()}'" not in result.stderr
+
+
+@pytest.mark.parametrize("batch, channels", [(1, 1), (3, 1), (2, 2)])
+def test_threads_are_capped_by_the_pieces_the_kernel_shares_out(batch, channels):
+    # a direct transposed convolution shares out (sample, channel) planes: with fewer
+    # planes than threads, the extra threads would only be woken to wait
+    f64 = np.dtype(np.float64)
+    plan = make_plan(True, 3, (batch, 1, 32, 32, 32), f64, (1, channels, 5, 5, 5), f64,
+                     None, None, 2, 0, 0, 1, 1, None)
+    executor = _compiled.Executor(plan, "direct")
+    assert plan.flops // _compiled.FLOPS_PER_THREAD > batch * channels  # work enough
+    assert executor.max_threads == batch * channels
+    # the convolution (its adjoint) shares out output rows: many
+    adjoint = _compiled.Executor(adjoint_plan(plan, plan.batch), "direct")
+    assert adjoint.max_threads > batch * channels
