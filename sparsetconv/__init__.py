@@ -55,12 +55,13 @@ def _openmp_runtime_loaded():
 
 # Idle OpenMP workers spin this many times (libgomp's GOMP_SPINCOUNT, one CPU "pause"
 # each: 25 ns on a current AMD core, 40-55 ns on Intel since Skylake) before they sleep:
-# 50-100 us, longer than the gap a worker sees between two back-to-back calls (Python's
-# call overhead plus the other thread's tail: measured 25-50 us on a 2-vCPU VM, where
-# a vCPU woken from sleep also runs slowly for a while), far shorter than libgomp's
-# default 300,000 (several ms).  Measured with scipy's lsqr on our operator: 2000
-# spins as fast as one thread (0.9-1.04x), 5000 1.15x, the default 2.8-3.2x.
-_IDLE_SPINS = 2000
+# 75-150 us, longer than the gap a worker sees between two back-to-back calls (Python's
+# call overhead plus the other thread's tail; on a 2-vCPU VM, where a woken vCPU also
+# runs slowly for a while, sub-ms layers ran 2-3x slower at 2000 spins and at full
+# speed from 3000), far shorter than libgomp's default 300,000 (several ms).  Measured
+# with scipy's lsqr on our operator: 3000 spins as fast as one thread (0.95-1.02x),
+# 5000 1.15x, the default 2.8-3.2x.
+_IDLE_SPINS = 3000
 
 
 def _load_openmp_runtime_neighbourly():
