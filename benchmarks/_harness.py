@@ -662,6 +662,10 @@ def print_versions(peers=(("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"))
     location = os.path.dirname(stc.__file__)
     print(f"sparsetconv {stc.__version__} ({location}), OpenMP {stc.openmp_enabled()}, "
           f"numpy {np.__version__}, {os.cpu_count()} CPUs")
+    config = stc.show_config(file=open(os.devnull, "w"))
+    print(f"BLAS: {config['blas']['name']} kernels {config['blas'].get('kernels')} "
+          f"({config['blas'].get('kernels_chosen_by')}); OpenMP idle workers: "
+          f"{config['openmp'].get('idle_workers')}")
     for module, what in peers:
         try:
             version = __import__(module).__version__

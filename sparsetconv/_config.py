@@ -81,6 +81,8 @@ def _collect():
     openmp_runtime = _first(libraries, "openmp")
     blas = _blas(libraries)
     blas["thread_hook_installed"] = bool(_kernels.blas_thread_hook_installed())
+    blas["kernels"] = _openblas_core(blas["library"]) if blas["name"] == "openblas" else None
+    blas["kernels_chosen_by"] = sys.modules["sparsetconv"]._OPENBLAS_KERNELS
     return {
         "sparsetconv": {
             "version": __version__,
@@ -100,6 +102,7 @@ def _collect():
             "runtime_version": openmp_runtime.get("version"),
             "max_threads": int(_openmp.openmp_max_threads()),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "idle_workers": sys.modules["sparsetconv"]._OPENMP_WAIT_POLICY,
         },
         "threads": {
             "num_threads": int(_threads.get_num_threads()),
@@ -184,6 +187,23 @@ def _blas(libraries):
     except Exception:  # older SciPy or another layout: nothing to add
         info["scipy_built_with"] = None
     return info
+
+
+def _openblas_core(path):
+    """The kernel set OpenBLAS chose (``openblas_get_corename``), or None."""
+    import ctypes
+
+    try:
+        library = ctypes.CDLL(path)
+    except (OSError, TypeError):
+        return None
+    for prefix in ("scipy_", ""):  # scipy-openblas wheels prefix their symbols
+        for suffix in ("", "64_"):
+            function = getattr(library, f"{prefix}openblas_get_corename{suffix}", None)
+            if function is not None:
+                function.restype = ctypes.c_char_p
+                return function().decode()
+    return None
 
 
 def _cpu_features():

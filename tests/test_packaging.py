@@ -204,3 +204,59 @@ def test_license_is_declared_as_spdx_with_its_file():
     assert project["license-files"] == ["LICENSE"]
     assert "Copyright (c) 2026, the sparsetconv developers" in open(
         os.path.join(ROOT, "LICENSE"), encoding="utf-8").read()
+
+
+AMD_ZEN5 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vp2intersect
+"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (AMD_ZEN5, True),
+    (AMD_ZEN5.replace("AuthenticAMD", "GenuineIntel"), False),  # OpenBLAS knows Intel's
+    (AMD_ZEN5.replace(" avx512bw", ""), False),  # its AVX-512 kernels need BW too
+    (AMD_ZEN5.replace("avx512", "avx2_"), False),
+    ("", False),
+])
+def test_openblas_avx512_kernels_only_for_amd_cpus_with_the_subsets_they_use(text, expected):
+    assert sparsetconv._amd_cpu_with_avx512(text) is expected
+
+
+def _import_in_child(**env_changes):
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    env.update(env_changes)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import io, os, sparsetconv; c = sparsetconv.show_config(file=io.StringIO()); "
+            "print(c['blas']['kernels_chosen_by']); print(c['blas']['kernels']); "
+            "print(os.environ.get('OPENBLAS_CORETYPE'))")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    return result.stdout.splitlines()
+
+
+def test_openblas_kernels_follow_the_cpu_and_leave_the_environment_as_it_was():
+    chosen, kernels, variable = _import_in_child()
+    assert variable == "None"
+    if sparsetconv._amd_cpu_with_avx512() and kernels != "None":
+        assert chosen.startswith("SkylakeX (set by sparsetconv"), chosen
+        assert kernels == "SkylakeX"
+    else:
+        assert chosen.startswith("OpenBLAS's own"), chosen
+
+
+def test_a_users_openblas_coretype_wins():
+    chosen, kernels, variable = _import_in_child(OPENBLAS_CORETYPE="Haswell")
+    assert chosen == "set by the user: OPENBLAS_CORETYPE=Haswell"
+    assert variable == "Haswell"
+    assert kernels in ("Haswell", "None")  # None: SciPy's BLAS is not an OpenBLAS
+
+
+def test_a_blas_loaded_before_sparsetconv_keeps_its_kernels():
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    code = "import scipy.linalg, sparsetconv; print(sparsetconv._OPENBLAS_KERNELS)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    assert "loaded before sparsetconv" in result.stdout
