@@ -46,17 +46,33 @@ typedef double stc_d16 __attribute__((vector_size(128), aligned(8)));
 typedef double stc_d8 __attribute__((vector_size(64), aligned(8)));
 typedef double stc_d4 __attribute__((vector_size(32), aligned(8)));
 
-/* One register block of stc_rows_gather: B outputs in one vector VT. */
+/* One register block of stc_rows_gather: B outputs in one vector VT.  Four
+ * accumulators take the source rows in turn: one would make every FMA wait for the
+ * previous one (a dependent chain of n_src * n_taps FMAs, 4 cycles each), which is
+ * what bounds short rows. */
 #define STC_GATHER_BLOCK(T, VT, B)                                                         \
     for (; i + (B) <= hi; i += (B)) {                                                      \
-        VT acc = *(const VT *)(dst + i);                                                   \
-        for (ptrdiff_t r = 0; r < n_src; ++r) {                                            \
+        VT acc0 = *(const VT *)(dst + i), acc1 = {0}, acc2 = {0}, acc3 = {0};              \
+        ptrdiff_t r = 0;                                                                   \
+        for (; r + 4 <= n_src; r += 4) {                                                   \
+            const T *restrict w0 = w[r], *restrict w1 = w[r + 1];                          \
+            const T *restrict w2 = w[r + 2], *restrict w3 = w[r + 3];                      \
+            const T *restrict b0 = src[r] + i, *restrict b1 = src[r + 1] + i;              \
+            const T *restrict b2 = src[r + 2] + i, *restrict b3 = src[r + 3] + i;          \
+            for (ptrdiff_t k = 0; k < n_taps; ++k) {                                       \
+                acc0 += w0[k] * *(const VT *)(b0 + offset[k]);                             \
+                acc1 += w1[k] * *(const VT *)(b1 + offset[k]);                             \
+                acc2 += w2[k] * *(const VT *)(b2 + offset[k]);                             \
+                acc3 += w3[k] * *(const VT *)(b3 + offset[k]);                             \
+            }                                                                              \
+        }                                                                                  \
+        for (; r < n_src; ++r) {                                                           \
             const T *restrict wr = w[r];                                                   \
             const T *restrict base = src[r] + i;                                           \
             for (ptrdiff_t k = 0; k < n_taps; ++k)                                         \
-                acc += wr[k] * *(const VT *)(base + offset[k]);                            \
+                acc0 += wr[k] * *(const VT *)(base + offset[k]);                           \
         }                                                                                  \
-        *(VT *)(dst + i) = acc;                                                            \
+        *(VT *)(dst + i) = (acc0 + acc1) + (acc2 + acc3);                                  \
     }
 
 #define STC_DEFINE_ROWOPS(T, SUFFIX)                                                       \
@@ -72,12 +88,15 @@ STC_CLONES static void stc_rows_gather_##SUFFIX(                                
     const ptrdiff_t *offset)                                                               \
 {                                                                                          \
     ptrdiff_t lo = 0, hi = PTRDIFF_MAX;                                                    \
+    int ragged = 0;  /* some tap's run reaches outside [lo, hi) */                         \
     for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
         if (first[k] > lo) lo = first[k];                                                  \
         if (stop[k] < hi) hi = stop[k];                                                    \
     }                                                                                      \
     if (hi < lo) hi = lo;                                                                  \
-    for (ptrdiff_t r = 0; r < n_src; ++r)  /* the runs outside [lo, hi) */                 \
+    for (ptrdiff_t k = 0; k < n_taps; ++k)                                                 \
+        ragged |= (first[k] < lo) | (stop[k] > hi);                                        \
+    for (ptrdiff_t r = 0; ragged && r < n_src; ++r)  /* the runs outside [lo, hi) */       \
         for (ptrdiff_t k = 0; k < n_taps; ++k) {                                           \
             T a = w[r][k];                                                                 \
             const T *restrict s = src[r] + offset[k];                                      \

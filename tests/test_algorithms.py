@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import sparsetconv as stc
 from conftest import LAYOUTS, assert_matches, conv_configs, relayout
-from reference import conv_transpose_reference, weight_gradient_reference
+from reference import conv_reference, conv_transpose_reference, weight_gradient_reference
 from sparsetconv import _compiled, _layout
 from sparsetconv._plan import make_plan
 
@@ -50,6 +50,24 @@ def test_every_weight_gradient_algorithm_matches_reference(cfg, dtype, layout):
         np.testing.assert_array_equal(small_in, small)
         ran.append(name)
     assert ran == ["direct", "gemm"]
+
+
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (3, 2), (1, 3)])
+@pytest.mark.parametrize("pad", [1, 12, 40])
+def test_direct_convolution_with_padding_wider_than_the_row(pad, stride, dilation):
+    # Rows padded by more than their own length are not copied zero-padded, so each x
+    # tap meets real input over its own range (and a short row has taps that meet
+    # none): the gather must add every tap's run, not only their common part.
+    rng = np.random.default_rng(pad + 10 * stride + 100 * dilation)
+    x = rng.standard_normal((2, 3, 3, 9))
+    w = rng.standard_normal((4, 3, 2, 3))
+    b = rng.standard_normal(4)
+    kw = dict(stride=(1, stride), padding=(1, pad), dilation=(1, dilation))
+    want = conv_reference(x, w, b, **kw)
+    for threads in (1, 2):
+        with stc.threads(threads):
+            got = stc.conv(x, w, b, backend="direct", **kw)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "kernel_rows", "gemm"])
