@@ -277,6 +277,42 @@ def _plain(value):
     return kind is tuple and all(_plain(item) for item in value)
 
 
+def gather_plan(plan):
+    """A stride-1 transposed convolution as the convolution it equals, or None.
+
+    With stride 1, ``out[o] = sum_t x[o + pad - t*d] w[t]`` is a convolution of ``x``
+    with the kernel flipped (:func:`gather_weight`) and padding ``d*(k-1) - pad``
+    before (the rest after, up to the output size): the compiled convolution then
+    gathers each output row in registers instead of scattering input rows into it.
+    None when the plan is not such a call or the equivalent padding would be negative.
+    """
+    g = plan.geometry
+    if not plan.transposed or any(s != 1 for s in g.stride):
+        return None
+    reach = tuple(d * (k - 1) for d, k in zip(g.dilation, g.kernel))
+    pad_begin = tuple(r - p for r, p in zip(reach, g.pad_begin))
+    pad_end = tuple(out - n - p + r for out, n, p, r in zip(g.large, g.small, pad_begin, reach))
+    if min(pad_begin + pad_end) < 0:
+        return None
+    geometry = Geometry(small=g.large, large=g.small, kernel=g.kernel, stride=g.stride,
+                        dilation=g.dilation, pad_begin=pad_begin, pad_end=pad_end,
+                        output_padding=(0,) * g.rank)
+    return ConvPlan(transposed=False, geometry=geometry, batch=plan.batch,
+                    small_channels=plan.large_channels, large_channels=plan.small_channels,
+                    groups=plan.groups, dtype=plan.dtype, has_bias=plan.has_bias)
+
+
+def gather_weight(weight, groups):
+    """A transposed convolution's weight ``(C_in, C_out / groups, *kernel)`` as the
+    weight of :func:`gather_plan`'s convolution: ``(C_out, C_in / groups, *kernel)``,
+    each group's channel axes swapped and the kernel reversed on every axis (a copy)."""
+    c_in, cout_g = weight.shape[:2]
+    kernel = weight.shape[2:]
+    grouped = weight.reshape((groups, c_in // groups, cout_g) + kernel).swapaxes(1, 2)
+    flipped = grouped[(Ellipsis,) + (slice(None, None, -1),) * len(kernel)]
+    return np.ascontiguousarray(flipped).reshape((groups * cout_g, c_in // groups) + kernel)
+
+
 def adjoint_plan(plan, batch=None):
     """The plan of the operator adjoint to ``plan`` (same geometry, other direction)."""
     return ConvPlan(

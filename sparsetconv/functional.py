@@ -285,7 +285,9 @@ def compiled(plan):
     executor = _compiled.Executor(plan)
     if _workspace_bytes(executor) > memory_limit() // 2:
         return functools.partial(operator_by_taps, plan)
-    if plan.transposed or not any(plan.geometry.pad_begin + plan.geometry.pad_end):
+    kernel_plan = executor.kernel_plan  # the map as the kernels compute it
+    if kernel_plan.transposed or not any(kernel_plan.geometry.pad_begin
+                                         + kernel_plan.geometry.pad_end):
         return executor  # every product it forms is a real one
 
     def guarded(x, w, b):

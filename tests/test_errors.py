@@ -15,6 +15,7 @@ import sparsetconv as stc
 from conftest import conv_configs, forced_algorithm
 from reference import conv_reference, conv_transpose_reference
 from sparsetconv import _compiled
+from sparsetconv._plan import make_plan
 
 BACKENDS = ["auto", "direct", "sparse"]
 
@@ -582,6 +583,31 @@ def test_nan_weight_meeting_padding_issue_reproducer():
             for backend in ("auto", "direct"):
                 np.testing.assert_array_equal(stc.conv(x16, w16, padding=1, backend=backend),
                                               want16)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, padding, groups", [
+    ((2, 4, 6, 7), (4, 1, 5, 5), 1, 4),         # depthwise 5x5
+    ((1, 1, 5, 6, 4), (1, 2, 3, 3, 3), 0, 1),   # one input channel, 3-D
+])
+def test_non_finite_rule_when_a_transposed_call_runs_as_a_convolution(
+        x_shape, w_shape, padding, groups):
+    # A stride-1 direct transposed convolution runs as the convolution it equals,
+    # whose padding (kernel reach minus the crop) the kernels may multiply: a
+    # non-finite weight must send the call to the exact path, as for a convolution.
+    r = np.random.default_rng(0)
+    x, w = r.standard_normal(x_shape), r.standard_normal(w_shape)
+    plan_kwargs = dict(padding=padding, groups=groups)
+    executor = _compiled.Executor(_transposed_plan(x, w, padding, groups), "direct")
+    assert executor.kernel_plan is not executor.plan  # the gather form is in use
+    w.reshape(-1)[::7] = np.nan
+    want = stc.conv_transpose(x, w, backend="sparse", **plan_kwargs)
+    assert np.isfinite(want).any() and np.isnan(want).any()
+    _same_specials(stc.conv_transpose(x, w, backend="direct", **plan_kwargs), want, "direct")
+
+
+def _transposed_plan(x, w, padding, groups):
+    return make_plan(True, None, x.shape, x.dtype, w.shape, w.dtype, None, None, 1, padding,
+                     0, groups, 1, None)
 
 
 @settings(max_examples=60, deadline=None)
