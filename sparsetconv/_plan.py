@@ -253,6 +253,30 @@ def _make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_
     )
 
 
+# Prepared calls of the public functions (forward and backward alike), keyed by the
+# function and everything but the array data: a repeated call costs one dictionary
+# look-up on top of the kernel.  Bounded; cleared when full.
+_PREPARED_CALLS = {}
+_MAX_PREPARED_CALLS = 2048
+
+
+def prepared_call(key):
+    """The prepared call stored under ``key`` (from :func:`remember_call`), or None."""
+    return _PREPARED_CALLS.get(key)
+
+
+def remember_call(key, prepared):
+    """Store ``prepared`` under ``key`` (a tuple led by the function's name)."""
+    if len(_PREPARED_CALLS) >= _MAX_PREPARED_CALLS:
+        _PREPARED_CALLS.clear()
+    _PREPARED_CALLS[key] = prepared
+
+
+def forget_prepared_calls():
+    """Drop every prepared call (tests that swap the algorithm choice use it)."""
+    _PREPARED_CALLS.clear()
+
+
 def make_plan(transposed, rank, input_shape, input_dtype, weight_shape, weight_dtype,
               bias_shape, bias_dtype, stride, padding, output_padding, groups, dilation,
               output_size, input_name="input"):

@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import _compiled
-from ._plan import _plain, check_backend, make_plan
+from ._plan import _plain, check_backend, make_plan, prepared_call, remember_call
 from ._typing import ArrayLike, Backend, IntOrTuple, Padding
 from ._taps import operator_by_taps
 from ._threads import available_cpus, current_threads
@@ -182,12 +182,6 @@ def conv(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
                   dilation, None, backend, chunks)
 
 
-# Prepared calls, keyed by everything but the array data: a repeated call costs one
-# dictionary look-up on top of the kernel.  Bounded; cleared when full.
-_CALLS = {}
-_MAX_CALLS = 2048
-
-
 def as_array(value, name):
     """``np.asarray(value)`` with an error that names the argument."""
     try:
@@ -224,8 +218,8 @@ def _apply(transposed, rank, input, weight, bias, stride, padding, output_paddin
         else:
             b = as_array(bias, "bias")
         bias_key = (b.shape, b.dtype)
-    key = (transposed, rank, x.shape, x.dtype, w.shape, w.dtype, bias_key, stride, padding,
-           output_padding, groups, dilation, output_size, backend)
+    key = ("forward", transposed, rank, x.shape, x.dtype, w.shape, w.dtype, bias_key, stride,
+           padding, output_padding, groups, dilation, output_size, backend)
     # Only plain ints, strs and tuples may be looked up: 2.0 == 2 and True == 1 as dict
     # keys, and those must still reach validation (and its TypeError).
     plain = ((type(stride) is int and type(padding) is int and type(output_padding) is int
@@ -233,14 +227,12 @@ def _apply(transposed, rank, input, weight, bias, stride, padding, output_paddin
               and type(backend) is str)
              or _plain((stride, padding, output_padding, groups, dilation, output_size,
                         backend)))
-    call = _CALLS.get(key) if plain else None
+    call = prepared_call(key) if plain else None
     if call is None:
         call = _prepare(transposed, rank, x, w, b, stride, padding, output_padding, groups,
                         dilation, output_size, backend)
         if plain:
-            if len(_CALLS) >= _MAX_CALLS:
-                _CALLS.clear()
-            _CALLS[key] = call
+            remember_call(key, call)
     return call(x, w, b)
 
 

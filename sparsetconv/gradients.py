@@ -25,7 +25,7 @@ from typing import Iterable, Optional, Tuple
 import numpy as np
 
 from . import _compiled
-from ._plan import _plain, adjoint_plan, check_backend, make_plan
+from ._plan import _plain, adjoint_plan, check_backend, make_plan, prepared_call, remember_call
 from ._taps import weight_gradient_by_taps
 from ._validation import compute_dtype
 from .functional import _is_dask, _sparse, all_finite, as_array, compiled
@@ -116,12 +116,6 @@ def _check_needs(needs):
     return needs
 
 
-# Validated backward calls, keyed by everything but the array data (as functional's
-# prepared calls): a repeated call skips validation.  Bounded; cleared when full.
-_CALLS = {}
-_MAX_CALLS = 1024
-
-
 def _backward(transposed, grad_output, input, weight, stride, padding, output_padding,
               groups, dilation, needs, backend):
     plain = (type(grad_output) is np.ndarray and type(input) is np.ndarray
@@ -129,10 +123,10 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
              and type(needs) is tuple and _plain((stride, padding, output_padding, groups,
                                                   dilation, needs)))
     if plain:
-        key = (transposed, grad_output.shape, grad_output.dtype, input.shape, input.dtype,
-               weight.shape, weight.dtype, stride, padding, output_padding, groups,
-               dilation, needs, backend)
-        prepared = _CALLS.get(key)
+        key = ("backward", transposed, grad_output.shape, grad_output.dtype, input.shape,
+               input.dtype, weight.shape, weight.dtype, stride, padding, output_padding,
+               groups, dilation, needs, backend)
+        prepared = prepared_call(key)
         if prepared is not None:
             return _run(*prepared, grad_output, input, weight)
     needs_set = _check_needs(needs)
@@ -147,9 +141,7 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
     plan = _backward_plan(transposed, g.shape, g.dtype, x.shape, x.dtype, w.shape, w.dtype,
                           stride, padding, output_padding, groups, dilation)
     if plain:
-        if len(_CALLS) >= _MAX_CALLS:
-            _CALLS.clear()
-        _CALLS[key] = (plan, needs_set, backend)
+        remember_call(key, (plan, needs_set, backend))
     return _run(plan, needs_set, backend, g, x, w)
 
 

@@ -65,10 +65,10 @@ def forced_algorithm(name):
     (where it applies: kernel rows serves only transposed convolutions with dilation 1
     on the last axis) and, for "direct" and "gemm", the weight-gradient algorithm of
     that name.  The library's prepared-call caches are cleared on entry and exit."""
-    from sparsetconv import _compiled, functional, gradients
+    from sparsetconv import _compiled, _plan, gradients
 
     def clear():
-        functional._CALLS.clear()
+        _plan.forget_prepared_calls()
         gradients._input_gradient.cache_clear()
         gradients._weight_gradient.cache_clear()
 

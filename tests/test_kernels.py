@@ -205,7 +205,9 @@ def _long_call(algorithm, transposed):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 16, 48, 48))
     w = rng.standard_normal((16, 16, 5, 64) if algorithm == "kernel_rows" else (16, 16, 5, 5))
-    plan = _plan(transposed, x, w, None, 1, 2, 0, 1, 1)
+    # stride 2: a stride-1 direct transposed call copies its weight in Python first
+    # (it runs as a convolution), and NumPy's copy releases the GIL too
+    plan = _plan(transposed, x, w, None, 2, 2, 0, 1, 1)
     executor = _compiled.Executor(plan, ALGORITHMS[algorithm])
 
     def call():
