@@ -36,10 +36,12 @@ cdef extern from "_rowops.h" nogil:
     const char *stc_simd_path()
     void stc_rows_gather_f(float *dst, const float **src, const float **w, Py_ssize_t n_src,
                            Py_ssize_t n_taps, const Py_ssize_t *first, const Py_ssize_t *stop,
-                           const Py_ssize_t *offset)
+                           const Py_ssize_t *offset, Py_ssize_t n_rows, Py_ssize_t dst_pitch,
+                           Py_ssize_t src_pitch)
     void stc_rows_gather_d(double *dst, const double **src, const double **w,
                            Py_ssize_t n_src, Py_ssize_t n_taps, const Py_ssize_t *first,
-                           const Py_ssize_t *stop, const Py_ssize_t *offset)
+                           const Py_ssize_t *stop, const Py_ssize_t *offset,
+                           Py_ssize_t n_rows, Py_ssize_t dst_pitch, Py_ssize_t src_pitch)
     void stc_block_axpy_f(float *dst, Py_ssize_t dst_stride, const float *src,
                           Py_ssize_t row_len, Py_ssize_t n_rows, const float *w,
                           Py_ssize_t n_taps, const Py_ssize_t *first, const Py_ssize_t *stop,
@@ -112,11 +114,14 @@ def simd_path():
 # Typed wrappers of the row operations (float / double)
 
 cdef inline void _rows_gather(floating *dst, const floating **src, const floating **w,
-                              Py_ssize_t n_src, const Axis *a) noexcept nogil:
+                              Py_ssize_t n_src, const Axis *a, Py_ssize_t n_rows,
+                              Py_ssize_t dst_pitch, Py_ssize_t src_pitch) noexcept nogil:
     if floating is float:
-        stc_rows_gather_f(dst, src, w, n_src, a.kernel, a.first, a.stop, a.offset)
+        stc_rows_gather_f(dst, src, w, n_src, a.kernel, a.first, a.stop, a.offset, n_rows,
+                          dst_pitch, src_pitch)
     else:
-        stc_rows_gather_d(dst, src, w, n_src, a.kernel, a.first, a.stop, a.offset)
+        stc_rows_gather_d(dst, src, w, n_src, a.kernel, a.first, a.stop, a.offset, n_rows,
+                          dst_pitch, src_pitch)
 
 
 cdef inline void _block_axpy(floating *dst, Py_ssize_t dst_stride, const floating *src,
@@ -457,11 +462,32 @@ cdef enum:
     ROWS_PER_GATHER = 64  # source rows per _rows_gather call (more: flushed in batches)
 
 
-cdef inline void _conv_row(floating *out_row, const floating *large, const floating *w,
-                           floating bias_value, const Problem *p, Py_ssize_t n,
-                           Py_ssize_t co, Py_ssize_t oz, Py_ssize_t oy) noexcept nogil:
-    """One output row: the (channel, z tap, y tap) source rows that exist, gathered in
-    one register-blocked pass (see stc_rows_gather)."""
+cdef enum:
+    ROWS_PER_BLOCK = 4    # consecutive output rows gathered by one call (same sources)
+
+
+cdef inline Py_ssize_t _uniform_rows(const Axis *ay, Py_ssize_t oy,
+                                     Py_ssize_t most) noexcept nogil:
+    """How many output rows from ``oy`` on (at most ``most``) read, for every y tap,
+    either consecutive source rows or none: rows one call can gather together (the
+    phase-major layout makes a tap's sources for consecutive rows consecutive)."""
+    cdef Py_ssize_t sy = ay.small, ty, j, first, rows = most
+    for ty in range(ay.kernel):
+        first = ay.source[ty * sy + oy]
+        for j in range(1, rows):
+            if ay.source[ty * sy + oy + j] != (first + j if first >= 0 else -1):
+                rows = j
+                break
+    return rows
+
+
+cdef inline void _conv_row_block(floating *out_row, const floating *large,
+                                 const floating *w, floating bias_value, const Problem *p,
+                                 Py_ssize_t n, Py_ssize_t co, Py_ssize_t oz, Py_ssize_t oy,
+                                 Py_ssize_t rows) noexcept nogil:
+    """Output rows oy..oy+rows of (n, co, oz), which read the same source pattern
+    (:func:`_uniform_rows`): the (channel, z tap, y tap) source rows of row oy that
+    exist, gathered in one register-blocked pass (see stc_rows_gather)."""
     cdef const Axis *az = &p.axis[0]
     cdef const Axis *ay = &p.axis[1]
     cdef const Axis *ax = &p.axis[2]
@@ -473,7 +499,7 @@ cdef inline void _conv_row(floating *out_row, const floating *large, const float
     cdef Py_ssize_t g = co // cout_g, cil, ci, tz, ty, iz, iy, i, count = 0
     cdef const floating *srcs[ROWS_PER_GATHER]
     cdef const floating *wrows[ROWS_PER_GATHER]
-    for i in range(sx):
+    for i in range(rows * sx):
         out_row[i] = bias_value
     for cil in range(cin_g):
         ci = g * cin_g + cil
@@ -489,40 +515,46 @@ cdef inline void _conv_row(floating *out_row, const floating *large, const float
                 wrows[count] = w + (((co * cin_g + cil) * kz + tz) * ky + ty) * kx
                 count = count + 1
                 if count == ROWS_PER_GATHER:
-                    _rows_gather(out_row, srcs, wrows, count, ax)
+                    _rows_gather(out_row, srcs, wrows, count, ax, rows, sx, lx)
                     count = 0
     if count:
-        _rows_gather(out_row, srcs, wrows, count, ax)
+        _rows_gather(out_row, srcs, wrows, count, ax, rows, sx, lx)
 
 
 cdef void _conv_rows(floating *out, const floating *x, floating *phased, const floating *w,
                      const floating *bias, const Problem *p, int n_threads) noexcept nogil:
-    """DIRECT convolution: the input phase-major, then each thread owns output rows and
-    gathers into them; z and y taps in the padding are skipped, x runs are clipped to
-    the real positions.  One parallel region for both steps."""
-    cdef Py_ssize_t sz = p.axis[0].small, sy = p.axis[1].small, sx = p.axis[2].small
+    """DIRECT convolution: the input phase-major, then each thread owns blocks of output
+    rows and gathers into them; z and y taps in the padding are skipped, x runs are
+    clipped to the real positions.  One parallel region for both steps."""
+    cdef const Axis *ay = &p.axis[1]
+    cdef Py_ssize_t sz = p.axis[0].small, sy = ay.small, sx = p.axis[2].small
     cdef Py_ssize_t c_out = p.c_small, cout_g = p.c_small // p.groups
-    cdef Py_ssize_t row, rest, n, g, co, oz, oy
+    cdef Py_ssize_t y_blocks = (sy + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+    cdef Py_ssize_t item, rest, n, g, co, oz, oy, stop, rows
     cdef const floating *large = <const floating *> phased if p.phased_large else x
     with parallel(num_threads=n_threads):
         if p.phased_large:
-            for row in prange(_large_rows(p), schedule="static"):
-                _phase_large_row(phased, x, p, row)
-        # Rows in (sample, group, z, y, channel of the group) order: the output channels
-        # of a group read the same source rows, so taking them one after the other
-        # reads those rows from L1 instead of once per channel from memory.
-        for row in prange(p.batch * c_out * sz * sy, schedule="static"):
-            co = row % cout_g
-            rest = row // cout_g
-            oy = rest % sy
-            rest = rest // sy
+            for item in prange(_large_rows(p), schedule="static"):
+                _phase_large_row(phased, x, p, item)
+        # Blocks in (sample, group, z, y block, channel of the group) order: the output
+        # channels of a group read the same source rows, so taking them one after the
+        # other reads those rows from L1 instead of once per channel from memory.
+        for item in prange(p.batch * c_out * sz * y_blocks, schedule="static"):
+            co = item % cout_g
+            rest = item // cout_g
+            oy = (rest % y_blocks) * ROWS_PER_BLOCK
+            rest = rest // y_blocks
             oz = rest % sz
             rest = rest // sz
             g = rest % p.groups
             n = rest // p.groups
             co = g * cout_g + co
-            _conv_row(out + ((n * c_out + co) * sz + oz) * sy * sx + oy * sx, large, w,
-                      bias[co] if bias != NULL else 0, p, n, co, oz, oy)
+            stop = min(oy + ROWS_PER_BLOCK, sy)
+            while oy < stop:
+                rows = _uniform_rows(ay, oy, stop - oy)
+                _conv_row_block(out + (((n * c_out + co) * sz + oz) * sy + oy) * sx, large,
+                                w, bias[co] if bias != NULL else 0, p, n, co, oz, oy, rows)
+                oy = oy + rows
 
 
 cdef void _im2col(floating *cols, const floating *large, Py_ssize_t count,

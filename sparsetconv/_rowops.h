@@ -52,13 +52,13 @@ typedef double stc_d4 __attribute__((vector_size(32), aligned(8)));
  * what bounds short rows. */
 #define STC_GATHER_BLOCK(T, VT, B)                                                         \
     for (; i + (B) <= hi; i += (B)) {                                                      \
-        VT acc0 = *(const VT *)(dst + i), acc1 = {0}, acc2 = {0}, acc3 = {0};              \
+        VT acc0 = *(const VT *)(d + i), acc1 = {0}, acc2 = {0}, acc3 = {0};              \
         ptrdiff_t r = 0;                                                                   \
         for (; r + 4 <= n_src; r += 4) {                                                   \
             const T *restrict w0 = w[r], *restrict w1 = w[r + 1];                          \
             const T *restrict w2 = w[r + 2], *restrict w3 = w[r + 3];                      \
-            const T *restrict b0 = src[r] + i, *restrict b1 = src[r + 1] + i;              \
-            const T *restrict b2 = src[r + 2] + i, *restrict b3 = src[r + 3] + i;          \
+            const T *restrict b0 = src[r] + sh + i, *restrict b1 = src[r + 1] + sh + i;              \
+            const T *restrict b2 = src[r + 2] + sh + i, *restrict b3 = src[r + 3] + sh + i;          \
             for (ptrdiff_t k = 0; k < n_taps; ++k) {                                       \
                 acc0 += w0[k] * *(const VT *)(b0 + offset[k]);                             \
                 acc1 += w1[k] * *(const VT *)(b1 + offset[k]);                             \
@@ -68,24 +68,25 @@ typedef double stc_d4 __attribute__((vector_size(32), aligned(8)));
         }                                                                                  \
         for (; r < n_src; ++r) {                                                           \
             const T *restrict wr = w[r];                                                   \
-            const T *restrict base = src[r] + i;                                           \
+            const T *restrict base = src[r] + sh + i;                                           \
             for (ptrdiff_t k = 0; k < n_taps; ++k)                                         \
                 acc0 += wr[k] * *(const VT *)(base + offset[k]);                           \
         }                                                                                  \
-        *(VT *)(dst + i) = (acc0 + acc1) + (acc2 + acc3);                                  \
+        *(VT *)(d + i) = (acc0 + acc1) + (acc2 + acc3);                                  \
     }
 
 #define STC_DEFINE_ROWOPS(T, SUFFIX)                                                       \
-/* Gather of a whole output row from n_src source rows (one per valid outer tap and */ \
+/* Gather of whole output rows from n_src source rows (one per valid outer tap and   */ \
 /* input channel), each with its own weight row of n_taps x taps:                   */ \
-/*   dst[i] += sum over r, k of w[r][k] * src[r][offset[k] + i].                    */ \
-/* Where every x tap is valid the sum is kept in registers over blocks of 16, 8, 4   */ \
-/* and 1 outputs, so short rows (3-D and depthwise layers) still load and store the  */ \
-/* output once per block rather than once per tap.                                  */ \
+/*   dst[j*dst_pitch + i] += sum over r, k of w[r][k] * src[r][j*src_pitch + offset[k] + i] */ \
+/* for n_rows consecutive rows j that share their weights and source pattern (the   */ \
+/* set-up is paid once for all of them).  Where every x tap is valid the sum is kept */ \
+/* in registers over blocks of 16, 8, 4 and 1 outputs, so short rows (3-D and        */ \
+/* depthwise layers) load and store the output once per block, not once per tap.     */ \
 STC_CLONES static void stc_rows_gather_##SUFFIX(                                           \
     T *restrict dst, const T *const *src, const T *const *w, ptrdiff_t n_src,              \
     ptrdiff_t n_taps, const ptrdiff_t *first, const ptrdiff_t *stop,                       \
-    const ptrdiff_t *offset)                                                               \
+    const ptrdiff_t *offset, ptrdiff_t n_rows, ptrdiff_t dst_pitch, ptrdiff_t src_pitch)   \
 {                                                                                          \
     ptrdiff_t lo = 0, hi = PTRDIFF_MAX;                                                    \
     int ragged = 0;  /* some tap's run reaches outside [lo, hi) */                         \
@@ -96,26 +97,31 @@ STC_CLONES static void stc_rows_gather_##SUFFIX(                                
     if (hi < lo) hi = lo;                                                                  \
     for (ptrdiff_t k = 0; k < n_taps; ++k)                                                 \
         ragged |= (first[k] < lo) | (stop[k] > hi);                                        \
+    for (ptrdiff_t j = 0; j < n_rows; ++j) {                                               \
+    T *restrict d = dst + j * dst_pitch;                                                   \
+    const ptrdiff_t sh = j * src_pitch;                                                    \
     for (ptrdiff_t r = 0; ragged && r < n_src; ++r)  /* the runs outside [lo, hi) */       \
         for (ptrdiff_t k = 0; k < n_taps; ++k) {                                           \
             T a = w[r][k];                                                                 \
-            const T *restrict s = src[r] + offset[k];                                      \
+            const T *restrict s = src[r] + sh + offset[k];                                 \
             ptrdiff_t i0 = first[k], i1 = stop[k];                                         \
             ptrdiff_t m0 = lo > i0 ? (lo < i1 ? lo : i1) : i0;                             \
             ptrdiff_t m1 = hi < i1 ? (hi > i0 ? hi : i0) : i1;                             \
             if (m1 < m0) m1 = m0;                                                          \
-            for (ptrdiff_t i = i0; i < m0; ++i) dst[i] += a * s[i];                        \
-            for (ptrdiff_t i = m1; i < i1; ++i) dst[i] += a * s[i];                        \
+            for (ptrdiff_t i = i0; i < m0; ++i) d[i] += a * s[i];                          \
+            for (ptrdiff_t i = m1; i < i1; ++i) d[i] += a * s[i];                          \
         }                                                                                  \
     ptrdiff_t i = lo;                                                                      \
     STC_GATHER_BLOCK(T, stc_##SUFFIX##16, 16)                                              \
     STC_GATHER_BLOCK(T, stc_##SUFFIX##8, 8)                                                \
     STC_GATHER_BLOCK(T, stc_##SUFFIX##4, 4)                                                \
     for (; i < hi; ++i) {                                                                  \
-        T acc = dst[i];                                                                    \
+        T acc = d[i];                                                                      \
         for (ptrdiff_t r = 0; r < n_src; ++r)                                              \
-            for (ptrdiff_t k = 0; k < n_taps; ++k) acc += w[r][k] * src[r][offset[k] + i]; \
-        dst[i] = acc;                                                                      \
+            for (ptrdiff_t k = 0; k < n_taps; ++k)                                         \
+                acc += w[r][k] * src[r][sh + offset[k] + i];                               \
+        d[i] = acc;                                                                        \
+    }                                                                                      \
     }                                                                                      \
 }                                                                                          \
 /* Scatter (transposed), n_rows source rows of row_len landing dst_stride apart:    */    \
