@@ -50,13 +50,22 @@ def _direction(plan):
     return TRANSPOSE if plan.transposed else CONVOLVE
 
 
+# A convolution's GEMM is (output channels of a group) x (input channels x taps) times
+# the columns: with fewer output rows than this, BLAS runs a thin product and im2col's
+# copy (each column element feeds 2 x that many flops) costs more than it saves.  On
+# random layers, direct / GEMM time: 0.52-0.82 with 2-6 output channels, 0.64-0.98 with
+# 8, 1.5-1.7 with 12 (one and two threads).
+GEMM_MIN_CONVOLUTION_OUTPUTS = 8
+
+
 def choose_algorithm(plan):
     """The ``"auto"`` rule, from quantities of the geometry.
 
     1. GEMM when a group has at least 16 (input x output) channel pairs (the GEMM's
        reduction and output are then wide enough for BLAS's 75-95 GFLOP/s per core,
-       against 5-25 for the row kernels, which vectorise over one row at a time) and
-       its columns fit the cap (``_layout.unsupported``).
+       against 5-25 for the row kernels, which vectorise over one row at a time), a
+       convolution's group has at least :data:`GEMM_MIN_CONVOLUTION_OUTPUTS` output
+       channels (the GEMM's rows), and its columns fit the cap (``_layout.unsupported``).
     2. Otherwise, for a transposed convolution whose kernel row is longer than its
        input row (stride-1 dilation on x), KERNEL_ROWS: one contiguous kernel row per
        input element instead of many one-element runs.
@@ -66,7 +75,9 @@ def choose_algorithm(plan):
     g = plan.geometry
     direction = _direction(plan)
     pairs = (plan.small_channels // plan.groups) * (plan.large_channels // plan.groups)
-    if pairs >= 16 and unsupported(plan, direction, GEMM) is None:
+    thin = (not plan.transposed
+            and plan.small_channels // plan.groups < GEMM_MIN_CONVOLUTION_OUTPUTS)
+    if pairs >= 16 and not thin and unsupported(plan, direction, GEMM) is None:
         return GEMM
     if (plan.transposed and g.dilation[-1] == 1 and g.kernel[-1] > g.small[-1]
             and unsupported(plan, direction, KERNEL_ROWS) is None):

@@ -52,6 +52,21 @@ def test_every_weight_gradient_algorithm_matches_reference(cfg, dtype, layout):
     assert ran == ["direct", "gemm"]
 
 
+@pytest.mark.parametrize("transposed, small, large, expected", [
+    (False, 4, 64, "direct"),   # a convolution with 4 outputs: a thin GEMM
+    (False, 8, 64, "gemm"),
+    (False, 64, 4, "gemm"),     # 4 inputs x 3x3 taps: a deep enough reduction
+    (True, 4, 64, "gemm"),      # transposed: the GEMM has 64 x taps rows
+    (True, 2, 4, "direct"),     # 8 channel pairs
+])
+def test_auto_rule_reads_the_gemm_shape(transposed, small, large, expected):
+    x_channels = small if transposed else large
+    w_shape = (small, large, 3, 3)
+    plan = make_plan(transposed, None, (2, x_channels, 20, 20), np.dtype(np.float32),
+                     w_shape, np.dtype(np.float32), None, None, 1, 1, 0, 1, 1, None)
+    assert _compiled.choose_algorithm(plan) == _layout.ALGORITHMS[expected]
+
+
 @pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (3, 2), (1, 3)])
 @pytest.mark.parametrize("pad", [1, 12, 40])
 def test_direct_convolution_with_padding_wider_than_the_row(pad, stride, dilation):

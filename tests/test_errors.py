@@ -573,7 +573,7 @@ def test_nan_weight_meeting_padding_issue_reproducer():
     want = np.array([[[2.0, np.nan, np.nan]]])
     for backend in BACKENDS:
         np.testing.assert_array_equal(stc.conv(x, w, padding=1, backend=backend), want)
-    # 16 channel pairs: the size at which "auto" switches to GEMM.
+    # 16 channel pairs: the smallest group "auto" may run as GEMM; every algorithm forced.
     x16, w16 = np.ones((1, 4, 3)), np.ones((4, 4, 3))
     w16[:, :, 0] = np.nan
     want16 = stc.conv(x16, w16, padding=1, backend="sparse")
