@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import sparsetconv._compiled
 import sparsetconv._plan
+from sparsetconv.testing._zero_stuffing import padding_pairs
 from sparsetconv.testing.strategies import PADDING_KINDS, cases
 from sparsetconv.testing.strategies import SYMMETRIC_PADDING_KINDS  # noqa: F401 (for the tests)
 
@@ -148,25 +149,9 @@ def explicit_padding(padding, in_size, kernel, stride=1, dilation=1, *, transpos
     crop is an extension at the end (``end`` negative), so that output = in * stride.
     """
     rank = len(in_size)
-    kernel = _per_axis(kernel, rank)
-    stride = _per_axis(stride, rank)
-    dilation = _per_axis(dilation, rank)
-    if isinstance(padding, str):
-        if padding == "valid":
-            return tuple((0, 0) for _ in range(rank))
-        assert padding == "same", padding
-        pairs = []
-        for n, k, s, d in zip(in_size, kernel, stride, dilation):
-            if transposed:
-                crop = d * (k - 1) + 1 - s
-                pairs.append((crop // 2, crop - crop // 2) if crop >= 0 else (0, crop))
-            else:
-                total = max((_ceil_div(n, s) - 1) * s + d * (k - 1) + 1 - n, 0)
-                pairs.append((total // 2, total - total // 2))
-        return tuple(pairs)
-    if isinstance(padding, int):
-        return tuple((padding, padding) for _ in range(rank))
-    return tuple((p, p) if isinstance(p, int) else (p[0], p[1]) for p in padding)
+    assert not isinstance(padding, str) or padding in ("same", "valid"), padding
+    return padding_pairs(padding, in_size, _per_axis(kernel, rank), _per_axis(stride, rank),
+                         _per_axis(dilation, rank), transposed=transposed)
 
 
 def output_spatial(in_size, kernel, stride, pairs, dilation, output_padding=0, *,
@@ -250,6 +235,14 @@ class ConvConfig:
         if self.transposed:
             kw["output_padding"] = self.output_padding
         return kw
+
+    def plan(self, x, w, b=None):
+        """The library's validated plan of this call on these arrays."""
+        kw = self.kwargs()
+        return sparsetconv._plan.make_plan(
+            self.transposed, None, x.shape, x.dtype, w.shape, w.dtype,
+            None if b is None else b.shape, None if b is None else b.dtype, kw["stride"],
+            kw["padding"], kw.get("output_padding", 0), kw["groups"], kw["dilation"], None)
 
     def reference(self, x, w, b):
         """The plain-loop reference (float64) for these arrays."""

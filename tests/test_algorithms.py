@@ -20,14 +20,6 @@ from sparsetconv._plan import make_plan
 
 
 
-def _plan(cfg, x, w, b=None):
-    kw = cfg.kwargs()
-    return make_plan(cfg.transposed, None, x.shape, x.dtype, w.shape, w.dtype,
-                     None if b is None else b.shape, None if b is None else b.dtype,
-                     kw["stride"], kw["padding"], kw.get("output_padding", 0), kw["groups"],
-                     kw["dilation"], None)
-
-
 @settings(max_examples=120, deadline=None)
 @given(cfg=st.one_of(conv_configs(transposed=True), conv_configs(transposed=False)),
        dtype=st.sampled_from([np.float32, np.float64]),
@@ -38,7 +30,7 @@ def test_every_weight_gradient_algorithm_matches_reference(cfg, dtype, layout):
     small, large = (x, g) if cfg.transposed else (g, x)
     want = weight_gradient_reference(small, large, cfg.kernel, cfg.stride,
                                      [list(p) for p in cfg.pairs], cfg.groups, cfg.dilation)
-    plan = _plan(cfg, x, w)
+    plan = cfg.plan(x, w)
     ran = []
     for name, algorithm in _layout.ALGORITHMS.items():
         if _layout.unsupported(plan, _layout.WEIGHT_GRADIENT, algorithm) is not None:
@@ -137,7 +129,7 @@ def test_workspaces_are_bounded_by_the_call(cfg):
     (per thread, for scratch planes; twice the large side plus 16 per row for its
     zero-padded phased copy) plus the GEMM column cap."""
     x, w, b = cfg.arrays()
-    plan = _plan(cfg, x, w, b)
+    plan = cfg.plan(x, w, b)
     arrays = x.size + math.prod(cfg.output_shape) + w.size
     cap = _layout.GEMM_MAX_COLUMN_BYTES // 8
     for direction in (_layout.TRANSPOSE if cfg.transposed else _layout.CONVOLVE,

@@ -47,12 +47,6 @@ def _plan(transposed, x, w, b, stride, padding, output_padding, groups, dilation
                      stride, padding, output_padding, groups, dilation, None)
 
 
-def _config_plan(cfg, x, w, b):
-    kw = cfg.kwargs()
-    return _plan(cfg.transposed, x, w, b, kw["stride"], kw["padding"],
-                 kw.get("output_padding", 0), kw["groups"], kw["dilation"])
-
-
 def _algorithms(plan):
     """The algorithms whose stated domain includes ``plan`` (the domains themselves are
     pinned by test_algorithms_refuse_outside_their_domain)."""
@@ -70,7 +64,7 @@ def test_every_algorithm_matches_reference(cfg, dtype, layout):
     want = cfg.reference(x, w, b)
     x_in, w_in = relayout(x, layout), relayout(w, layout)
     before = (x_in.copy(), w_in.copy())
-    plan = _config_plan(cfg, x, w, b)
+    plan = cfg.plan(x, w, b)
     for name in _algorithms(plan):
         got = _compiled.Executor(plan, ALGORITHMS[name])(x_in, w_in, b)
         assert got.shape == want.shape and got.dtype == dtype, name

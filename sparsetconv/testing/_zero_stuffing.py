@@ -97,6 +97,15 @@ def _batched(x, rank):
     return (x, True) if x.ndim == rank + 2 else (x[None], False)
 
 
+def _operands(input, weight, bias):
+    """``(x, w, dtype, batched, rank)``: the arrays batched and in the result dtype."""
+    w = np.asarray(weight)
+    rank = w.ndim - 2
+    x, batched = _batched(np.asarray(input), rank)
+    dtype = _dtype(x, w, None if bias is None else np.asarray(bias))
+    return x.astype(dtype), w.astype(dtype), dtype, batched, rank
+
+
 def _dtype(*arrays):
     dtypes = [np.float32 if a.dtype == np.float16 else a.dtype for a in arrays
               if a is not None]
@@ -123,11 +132,7 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
              [ 8.,  2., 12.,  3.],
              [ 4.,  6.,  6.,  9.]]]])
     """
-    w = np.asarray(weight)
-    rank = w.ndim - 2
-    x, batched = _batched(np.asarray(input), rank)
-    dtype = _dtype(x, w, None if bias is None else np.asarray(bias))
-    x, w = x.astype(dtype), w.astype(dtype)
+    x, w, dtype, batched, rank = _operands(input, weight, bias)
     stride, dilation = _per_axis(stride, rank), _per_axis(dilation, rank)
     output_padding = _per_axis(output_padding, rank)
     kernel = w.shape[2:]
@@ -159,11 +164,7 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     >>> conv(np.arange(5.0).reshape(1, 1, 5), np.ones((1, 1, 3)), stride=2)
     array([[[3., 9.]]])
     """
-    w = np.asarray(weight)
-    rank = w.ndim - 2
-    x, batched = _batched(np.asarray(input), rank)
-    dtype = _dtype(x, w, None if bias is None else np.asarray(bias))
-    x, w = x.astype(dtype), w.astype(dtype)
+    x, w, dtype, batched, rank = _operands(input, weight, bias)
     stride, dilation = _per_axis(stride, rank), _per_axis(dilation, rank)
     pairs = padding_pairs(padding, x.shape[2:], w.shape[2:], stride, dilation,
                           transposed=False)
