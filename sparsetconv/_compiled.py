@@ -36,7 +36,7 @@ from ._layout import (
     build_layout,
     unsupported,
 )
-from ._plan import gather_plan, gather_weight
+from ._plan import gather_plan, gather_weight, live_plan, live_weight
 from ._threads import current_threads
 
 __all__ = ["ALGORITHMS", "DIRECT", "KERNEL_ROWS", "GEMM", "choose_algorithm",
@@ -239,14 +239,17 @@ class Executor(_Prepared):
     kernel with the GIL released.
     """
 
-    __slots__ = ("plan", "kernel_plan", "output_shape")
+    __slots__ = ("plan", "kernel_plan", "output_shape", "_taps", "_gathered")
 
     def __init__(self, plan, algorithm=None):
         algorithm = _algorithm_id(algorithm)
+        live = live_plan(plan)
+        cut, self._taps = (plan, None) if live is None else live
         if algorithm is None:
-            algorithm = choose_algorithm(plan)
-        gathered = gather_plan(plan) if algorithm == DIRECT and _gathers(plan) else None
-        self.kernel_plan = plan if gathered is None else gathered
+            algorithm = choose_algorithm(cut)
+        gathered = gather_plan(cut) if algorithm == DIRECT and _gathers(cut) else None
+        self._gathered = gathered is not None
+        self.kernel_plan = cut if gathered is None else gathered
         self._prepare(self.kernel_plan, _direction(self.kernel_plan), algorithm,
                       FORWARD_BUFFERS)
         self.plan = plan
@@ -255,7 +258,9 @@ class Executor(_Prepared):
     def __call__(self, x, w, b):
         dtype = self.dtype
         x = _c_array(x, dtype)
-        if self.kernel_plan is not self.plan:
+        if self._taps is not None:
+            w = live_weight(w, self._taps)
+        if self._gathered:
             w = gather_weight(w, self.plan.groups)
         w = _c_array(w, dtype)
         if b is not None:
@@ -281,13 +286,15 @@ class WeightGradient(_Prepared):
     ``grad_w`` in the weight's layout ``(C_small, C_large // groups, *kernel)``.
     """
 
-    __slots__ = ("shape",)
+    __slots__ = ("shape", "_taps")
 
     def __init__(self, plan, algorithm=None):
         algorithm = _algorithm_id(algorithm)
+        live = live_plan(plan)
+        cut, self._taps = (plan, None) if live is None else live
         if algorithm is None:
-            algorithm = choose_weight_gradient_algorithm(plan)
-        self._prepare(plan, WEIGHT_GRADIENT, algorithm, WEIGHT_GRADIENT_BUFFERS)
+            algorithm = choose_weight_gradient_algorithm(cut)
+        self._prepare(cut, WEIGHT_GRADIENT, algorithm, WEIGHT_GRADIENT_BUFFERS)
         self.shape = ((plan.small_channels, plan.large_channels // plan.groups)
                       + plan.geometry.kernel)
 
@@ -295,7 +302,14 @@ class WeightGradient(_Prepared):
         dtype = self.dtype
         small = _c_array(small, dtype)
         large = _c_array(large, dtype)
-        out = np.empty(self.shape, dtype=dtype)
         n_threads, _, counts = self._call_split()
-        self.kernel.weight_gradient(out, small, large, *self._buffers(counts), n_threads)
+        if self._taps is None:
+            out = np.empty(self.shape, dtype=dtype)
+            self.kernel.weight_gradient(out, small, large, *self._buffers(counts), n_threads)
+            return out
+        # taps that meet only padding have an exact zero gradient
+        out = np.zeros(self.shape, dtype=dtype)
+        live = np.empty(out[self._taps].shape, dtype=dtype)
+        self.kernel.weight_gradient(live, small, large, *self._buffers(counts), n_threads)
+        out[self._taps] = live
         return out

@@ -301,6 +301,43 @@ def _plain(value):
     return kind is tuple and all(_plain(item) for item in value)
 
 
+def live_plan(plan):
+    """``(plan, taps)`` with the kernel cut to its live taps, or None when every tap
+    is live.
+
+    A tap outside :meth:`~sparsetconv.shapes.Geometry.live_taps` meets only padding on
+    that axis -- a 7x7 "same" convolution on a 2x4 plane has 3 live rows of 7 -- so
+    the kernels would multiply zeros there (GEMM: a third of its reduction).  The cut
+    plan has the same sizes and relation for the taps it keeps: padding shrinks by
+    the taps cut before (it may go negative), ``taps`` is the slice per axis that
+    :func:`live_weight` applies.  Dropping those taps is exact, non-finite weights
+    included: they never meet a real element.
+    """
+    g = plan.geometry
+    ranges = tuple(g.live_taps(axis) for axis in range(g.rank))
+    if all(hi - lo == k for (lo, hi), k in zip(ranges, g.kernel)):
+        return None
+    if any(hi <= lo for lo, hi in ranges):
+        return None  # nothing meets the input: the kernels' empty runs handle it
+    geometry = Geometry(
+        small=g.small, large=g.large, kernel=tuple(hi - lo for lo, hi in ranges),
+        stride=g.stride, dilation=g.dilation,
+        pad_begin=tuple(p - lo * d for p, (lo, _), d in zip(g.pad_begin, ranges, g.dilation)),
+        pad_end=tuple(p - (k - hi) * d
+                      for p, (_, hi), k, d in zip(g.pad_end, ranges, g.kernel, g.dilation)),
+        output_padding=g.output_padding,
+    )
+    cut = ConvPlan(transposed=plan.transposed, geometry=geometry, batch=plan.batch,
+                   small_channels=plan.small_channels, large_channels=plan.large_channels,
+                   groups=plan.groups, dtype=plan.dtype, has_bias=plan.has_bias)
+    return cut, (slice(None), slice(None)) + tuple(slice(lo, hi) for lo, hi in ranges)
+
+
+def live_weight(weight, taps):
+    """The weight of :func:`live_plan`'s plan: its live taps, contiguous (a copy)."""
+    return np.ascontiguousarray(weight[taps])
+
+
 def gather_plan(plan):
     """A stride-1 transposed convolution as the convolution it equals, or None.
 

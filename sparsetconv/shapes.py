@@ -82,6 +82,26 @@ class Geometry:
             output_padding=zeros + self.output_padding,
         )
 
+    def live_taps(self, axis):
+        """``(lo, hi)``: taps ``lo <= t < hi`` on ``axis`` run from the first to the last
+        that meets a real large position for some small index; taps outside meet only
+        padding (or the cropped part of a transposed output) and add nothing.
+        ``(0, 0)`` when no tap meets one."""
+        small, large, stride = self.small[axis], self.large[axis], self.stride[axis]
+        dilation, pad = self.dilation[axis], self.pad_begin[axis]
+
+        def live(t):
+            shift = t * dilation - pad               # large = j*stride + shift
+            j = max(0, -(shift // stride))           # the first j with large >= 0
+            return j < small and j * stride + shift < large
+
+        taps = range(self.kernel[axis])
+        lo = next((t for t in taps if live(t)), None)
+        if lo is None:
+            return 0, 0
+        hi = next(t for t in reversed(taps) if live(t)) + 1
+        return lo, hi
+
     def axis_relation(self, axis):
         """The per-axis relation of :class:`AxisRelation` for spatial axis ``axis``."""
         return _axis_relation(self.small[axis], self.large[axis], self.kernel[axis],

@@ -77,6 +77,71 @@ def test_direct_convolution_with_padding_wider_than_the_row(pad, stride, dilatio
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+# Kernels with taps that meet only padding: a 7x3 kernel on a 2x4 plane (rows 2..4 of
+# 7 are live), a 3x3 kernel on a 1x1 plane (the centre only), a dilated 1-D kernel on
+# a row of 3 (taps 1..3 of 5), a strided 3-D layer with a dead z tap at each end.
+DEAD_TAP_CASES = [
+    ((3, 5, 2, 4), (5, 4, 7, 3), dict(padding=(3, 1))),
+    ((2, 4, 1, 1), (4, 6, 3, 3), dict(padding=1)),
+    ((2, 3, 3), (3, 2, 5), dict(padding=4, dilation=2)),
+    ((2, 4, 2, 3, 4), (4, 4, 5, 2, 3), dict(padding=(2, 0, 1), stride=(1, 2, 1))),
+]
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("x_shape, w_shape, kw", DEAD_TAP_CASES)
+def test_taps_that_meet_only_padding_are_cut(x_shape, w_shape, kw, transposed):
+    rng = np.random.default_rng(len(x_shape) + 7 * w_shape[-1])
+    if not transposed:  # the convolution's weight: (C_out, C_in, *kernel)
+        w_shape = (w_shape[1], w_shape[0]) + w_shape[2:]
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[1] if transposed else w_shape[0])
+    stride, dilation = kw.get("stride", 1), kw.get("dilation", 1)
+    padding = kw["padding"]
+    plan = make_plan(transposed, None, x_shape, x.dtype, w.shape, w.dtype, b.shape, b.dtype,
+                     stride, padding, 0, 1, dilation, None)
+    if transposed:
+        want = conv_transpose_reference(x, w, b, stride, padding, dilation=dilation)
+    else:
+        want = conv_reference(x, w, b, stride, padding, dilation)
+    g = rng.standard_normal(want.shape)
+    small, large = (x, g) if transposed else (g, x)
+    want_w = weight_gradient_reference(small, large, w_shape[2:], stride, padding,
+                                       dilation=dilation)
+    for name, algorithm in _layout.ALGORITHMS.items():
+        direction = _layout.TRANSPOSE if transposed else _layout.CONVOLVE
+        if _layout.unsupported(plan, direction, algorithm) is None:
+            executor = _compiled.Executor(plan, algorithm)
+            # the kernels run the live taps only, and give the full map's numbers
+            assert math.prod(executor.kernel_plan.geometry.kernel) < math.prod(w_shape[2:])
+            assert_matches(executor(x, w, b), want)
+        if _layout.unsupported(plan, _layout.WEIGHT_GRADIENT, algorithm) is None:
+            assert_matches(_compiled.WeightGradient(plan, algorithm)(small, large), want_w)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_non_finite_weight_in_a_dead_tap_adds_nothing(transposed):
+    # On a 1x1 plane only the centre of a 3x3 kernel meets the input: the cut plan has
+    # no padding left, so the kernels never see the NaN corner -- as the matrix never
+    # stores it.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 1, 1))
+    w = rng.standard_normal((4, 4, 3, 3))
+    w[:, :, 0, 2] = np.nan
+    w[1, 2, 2, 2] = np.inf
+    function = stc.conv_transpose if transposed else stc.conv
+    reference = conv_transpose_reference if transposed else conv_reference
+    want = reference(x, w, None, 1, 1)
+    assert np.isfinite(want).all()
+    for backend in ("direct", "sparse"):
+        np.testing.assert_allclose(function(x, w, padding=1, backend=backend), want,
+                                   rtol=1e-12, atol=1e-12)
+    grads = (stc.conv_transpose_backward if transposed else stc.conv_backward)(
+        np.ones_like(want), x, w, padding=1)
+    assert all(np.isfinite(grad).all() for grad in grads)
+
+
 @pytest.mark.parametrize("algorithm", ["direct", "kernel_rows", "gemm"])
 def test_forced_algorithms_on_uneven_geometry(algorithm):
     """Kernel longer than the input, stride above the kernel, output_padding, crops

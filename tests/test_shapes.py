@@ -483,3 +483,18 @@ def test_non_int_sizes(bad):
         stc.conv_output_size(bad, 3)
     with pytest.raises(TypeError, match="output_size"):
         stc.output_padding_for((4, 4), (9, bad), 3, stride=2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(small=st.integers(1, 8), large=st.integers(1, 16), kernel=st.integers(1, 9),
+       stride=st.integers(1, 6), dilation=st.integers(1, 4), pad_begin=st.integers(-8, 16))
+def test_live_taps_span_every_tap_that_meets_the_large_side(small, large, kernel, stride,
+                                                            dilation, pad_begin):
+    from sparsetconv.shapes import Geometry
+    geometry = Geometry(small=(small,), large=(large,), kernel=(kernel,), stride=(stride,),
+                        dilation=(dilation,), pad_begin=(pad_begin,), pad_end=(0,),
+                        output_padding=(0,))
+    # from the definition: tap t meets position j*stride - pad_begin + t*dilation
+    live = [t for t in range(kernel)
+            if any(0 <= j * stride - pad_begin + t * dilation < large for j in range(small))]
+    assert geometry.live_taps(0) == ((live[0], live[-1] + 1) if live else (0, 0))
