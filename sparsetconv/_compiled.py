@@ -217,7 +217,9 @@ class _Prepared:
 
     def _buffers(self, counts):
         dtype = self.dtype
-        return [_workspace(name, size, dtype) if size else None for name, size in counts]
+        # small ones inline: this runs on every call, and a tiny call is a few us
+        return [None if size == 0 else np.empty(size, dtype) if size <= SMALL_WORKSPACE
+                else _workspace(name, size, dtype) for name, size in counts]
 
     def workspace_bytes(self, n_threads):
         """Bytes of workspace one call takes with (at most) ``n_threads`` threads."""

@@ -27,6 +27,7 @@ stride is above 1).
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -879,6 +880,46 @@ cdef void _direct_columns_weight_gradient(floating *grad_w, const floating *smal
                   <floating *> large, <int> (p.c_large * kernel_size), depth,
                   <floating *> small, <int> p.c_small, cs_g,
                   0, grad_w, <int> depth, cs_g * depth, p.groups, n_threads)
+
+
+# ---------------------------------------------------------------------------
+# The non-finite test of sparsetconv.functional.all_finite, for contiguous floats.
+
+cdef inline bint _finite_bits(const char *data, Py_ssize_t n, bint single) noexcept nogil:
+    """No element has an all-ones exponent (NaN or inf): an integer OR over the bits,
+    which vectorises (a floating-point sum would not, without reassociation)."""
+    cdef const uint32_t *f = <const uint32_t *> data
+    cdef const uint64_t *d = <const uint64_t *> data
+    cdef uint32_t f_bad = 0
+    cdef uint64_t d_bad = 0
+    cdef Py_ssize_t i
+    if single:
+        for i in range(n):
+            # the exponent field plus one carries into the sign bit only when all ones
+            f_bad |= ((f[i] & 0x7F800000u) + 0x00800000u) & 0x80000000u
+        return f_bad == 0
+    for i in range(n):
+        d_bad |= ((d[i] & 0x7FF0000000000000u) + 0x0010000000000000u) & 0x8000000000000000u
+    return d_bad == 0
+
+
+def finite_floats(cnp.ndarray array):
+    """Whether a C-contiguous float32/float64 array holds no NaN and no inf (exact);
+    None for any other array (the caller tests it another way)."""
+    cdef int kind = cnp.PyArray_TYPE(array)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(array)
+    cdef const char *data
+    cdef bint single, finite
+    if not cnp.PyArray_IS_C_CONTIGUOUS(array) or (kind != cnp.NPY_FLOAT
+                                                  and kind != cnp.NPY_DOUBLE):
+        return None
+    data = <const char *> cnp.PyArray_DATA(array)
+    single = kind == cnp.NPY_FLOAT
+    if n < 65536:
+        return _finite_bits(data, n, single)
+    with nogil:
+        finite = _finite_bits(data, n, single)
+    return finite
 
 
 # ---------------------------------------------------------------------------

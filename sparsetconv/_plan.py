@@ -298,7 +298,20 @@ def _plain(value):
     kind = type(value)
     if kind is int or kind is str or value is None:
         return True
-    return kind is tuple and all(_plain(item) for item in value)
+    if kind is not tuple:
+        return False
+    for item in value:  # loops, not all(generator): this runs on every call
+        kind = type(item)
+        if kind is int or kind is str or item is None:
+            continue
+        if kind is not tuple:
+            return False
+        for inner in item:  # sizes and padding pairs inline; deeper nesting recurses
+            kind = type(inner)
+            if not (kind is int or kind is str or inner is None
+                    or (kind is tuple and _plain(inner))):
+                return False
+    return True
 
 
 def live_plan(plan):

@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import _compiled
+from . import _compiled, _kernels
 from ._plan import _plain, check_backend, make_plan, prepared_call, remember_call
 from ._typing import ArrayLike, Backend, IntOrTuple, Padding
 from ._taps import operator_by_taps
@@ -292,16 +292,20 @@ def compiled(plan):
 
 
 def all_finite(array):
-    """True when no element is NaN or inf: exact, and half a microsecond for a small
+    """True when no element is NaN or inf: exact, and tens of nanoseconds for a small
     weight.
 
-    ``sum(w**2)`` (one BLAS dot) is finite only if every element is; NaN and inf make
-    it NaN or inf without raising a floating-point warning (no inf - inf).  Only when
-    it is not finite -- or overflows, for elements beyond 1e154 (float32: 1e19) -- is
-    the exact elementwise test run.
+    A C-contiguous float32/float64 array is tested by its exponent bits in the compiled
+    extension (one vectorised pass, no temporary).  Otherwise ``sum(w**2)`` (one BLAS
+    dot) is finite only if every element is -- NaN and inf make it NaN or inf without
+    a floating-point warning -- and only when it is not (or overflows, for elements
+    beyond 1e154) is the elementwise test run.
     """
     if array.dtype.kind != "f":
         return True  # integers and bools are always finite
+    finite = _kernels.finite_floats(array)
+    if finite is not None:
+        return finite
     return math.isfinite(np.vdot(array, array)) or bool(np.isfinite(array).all())
 
 

@@ -118,17 +118,21 @@ def _check_needs(needs):
 
 def _backward(transposed, grad_output, input, weight, stride, padding, output_padding,
               groups, dilation, needs, backend):
+    # Only plain ints, strs and tuples may be looked up (see functional._apply).
     plain = (type(grad_output) is np.ndarray and type(input) is np.ndarray
-             and type(weight) is np.ndarray and type(backend) is str
-             and type(needs) is tuple and _plain((stride, padding, output_padding, groups,
-                                                  dilation, needs)))
+             and type(weight) is np.ndarray and type(backend) is str and _plain(needs)
+             and type(needs) is tuple
+             and ((type(stride) is int and type(padding) is int
+                   and type(output_padding) is int and type(groups) is int
+                   and type(dilation) is int)
+                  or _plain((stride, padding, output_padding, groups, dilation))))
     if plain:
         key = ("backward", transposed, grad_output.shape, grad_output.dtype, input.shape,
                input.dtype, weight.shape, weight.dtype, stride, padding, output_padding,
                groups, dilation, needs, backend)
         prepared = prepared_call(key)
         if prepared is not None:
-            return _run(*prepared, grad_output, input, weight)
+            return prepared(grad_output, input, weight)
     needs_set = _check_needs(needs)
     check_backend(backend)
     if _is_dask(grad_output) or _is_dask(input) or _is_dask(weight):
@@ -140,36 +144,54 @@ def _backward(transposed, grad_output, input, weight, stride, padding, output_pa
     g = as_array(grad_output, "grad_output")
     plan = _backward_plan(transposed, g.shape, g.dtype, x.shape, x.dtype, w.shape, w.dtype,
                           stride, padding, output_padding, groups, dilation)
+    gradients = Gradients(plan, needs_set, backend)
     if plain:
-        remember_call(key, (plan, needs_set, backend))
-    return _run(plan, needs_set, backend, g, x, w)
+        remember_call(key, gradients)
+    return gradients(g, x, w)
 
 
-def _run(plan, needs, backend, g, x, w):
-    """The gradients of a validated call."""
-    channel_axis = 0 if plan.batch is None else 1
-    grad_bias = grad_input = grad_weight = None
-    if "bias" in needs:
-        axes = tuple(a for a in range(g.ndim) if a != channel_axis)
-        grad_bias = g.sum(axis=axes, dtype=plan.dtype)
-    if plan.batch == 0:
-        return (np.zeros(x.shape, plan.dtype) if "input" in needs else None,
-                np.zeros(w.shape, plan.dtype) if "weight" in needs else None, grad_bias)
-    if "input" in needs:
-        if backend == "sparse":
-            grad_input = _sparse(adjoint_plan(plan, plan.batch), g, w, None)
-        else:
-            grad_input = _input_gradient(plan)(g, w, None)
-    if "weight" in needs:
-        small, large = (x, g) if plan.transposed else (g, x)
-        if backend == "sparse":
-            grad_weight = _sparse_weight_gradient(plan, x, g, w.shape)
-        else:
-            grad_weight = _weight_gradient(plan)(small, large)
-            if (any(plan.geometry.pad_begin + plan.geometry.pad_end)
-                    and not all_finite(grad_weight)):
+class Gradients:
+    """The gradients of one validated call, resolved once: calling it with
+    ``(grad_output, input, weight)`` returns ``(grad_input, grad_weight, grad_bias)``,
+    running only what ``needs`` names, on ``backend``."""
+
+    __slots__ = ("plan", "bias_axes", "input_gradient", "weight_gradient", "check_weight")
+
+    def __init__(self, plan, needs, backend):
+        self.plan = plan
+        channel_axis = 0 if plan.batch is None else 1
+        rank = len(plan.output_shape)
+        self.bias_axes = (tuple(a for a in range(rank) if a != channel_axis)
+                          if "bias" in needs else None)
+        self.input_gradient = self.weight_gradient = None
+        sparse = backend == "sparse"
+        if "input" in needs:
+            self.input_gradient = (functools.partial(_sparse, adjoint_plan(plan, plan.batch))
+                                   if sparse else _input_gradient(plan))
+        if "weight" in needs:
+            self.weight_gradient = (functools.partial(_sparse_weight_gradient, plan)
+                                    if sparse else _weight_gradient(plan))
+        # the compiled weight gradient multiplies padding zeros (module docstring)
+        self.check_weight = not sparse and any(plan.geometry.pad_begin
+                                               + plan.geometry.pad_end)
+
+    def __call__(self, g, x, w):
+        plan = self.plan
+        grad_input = grad_weight = grad_bias = None
+        if self.bias_axes is not None:
+            grad_bias = g.sum(axis=self.bias_axes, dtype=plan.dtype)
+        if plan.batch == 0:
+            return (None if self.input_gradient is None else np.zeros(x.shape, plan.dtype),
+                    None if self.weight_gradient is None else np.zeros(w.shape, plan.dtype),
+                    grad_bias)
+        if self.input_gradient is not None:
+            grad_input = self.input_gradient(g, w, None)
+        if self.weight_gradient is not None:
+            small, large = (x, g) if plan.transposed else (g, x)
+            grad_weight = self.weight_gradient(small, large)
+            if self.check_weight and not all_finite(grad_weight):
                 grad_weight = weight_gradient_by_taps(plan, small, large)
-    return grad_input, grad_weight, grad_bias
+        return grad_input, grad_weight, grad_bias
 
 
 def _backward_plan(transposed, grad_shape, grad_dtype, input_shape, input_dtype,
@@ -205,10 +227,13 @@ def _weight_gradient(plan):
     return _compiled.WeightGradient(plan)
 
 
-def _sparse_weight_gradient(plan, x, g, weight_shape):
+def _sparse_weight_gradient(plan, small, large):
     """Weight gradient read off the operator's matrix: ``out = M @ in``, and each stored
     entry of ``M`` holds one weight element, so ``d loss / d w[e]`` sums
     ``grad_output[row] * input[col]`` over the entries that hold ``w[e]``."""
+    x, g = (small, large) if plan.transposed else (large, small)
+    weight_shape = ((plan.small_channels, plan.large_channels // plan.groups)
+                    + plan.geometry.kernel)
     size = int(np.prod(weight_shape))
     index = np.arange(size, dtype=np.float64).reshape(weight_shape)  # exact below 2**53
     matrix = _operator_matrix(plan, index).tocsr()

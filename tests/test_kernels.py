@@ -277,3 +277,33 @@ def test_openmp_was_built_in():
     assert stc.openmp_enabled(), (
         "sparsetconv was built without OpenMP; rebuild with an OpenMP-capable compiler "
         "or set SPARSETCONV_SERIAL_BUILD=1 if that was deliberate")
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(0, 300), dtype=st.sampled_from([np.float32, np.float64]),
+       specials=st.lists(st.tuples(st.integers(0, 299),
+                                   st.sampled_from([np.nan, np.inf, -np.inf, -np.nan])),
+                         max_size=3),
+       extremes=st.booleans(), step=st.sampled_from([1, 1, 2]))
+def test_finite_floats_reads_the_exponent_bits(size, dtype, specials, extremes, step):
+    from sparsetconv import _kernels
+    from sparsetconv.functional import all_finite
+    rng = np.random.default_rng(size)
+    array = rng.standard_normal(size).astype(dtype)
+    if extremes and size >= 4:  # the largest finite values and subnormals stay finite
+        info = np.finfo(dtype)
+        array[:4] = [info.max, -info.max, info.tiny / 8, -info.smallest_subnormal]
+    for index, value in specials:
+        if index < size:
+            array[index] = value
+    view = array[::step]
+    want = bool(np.isfinite(view).all())
+    got = _kernels.finite_floats(view)
+    if step == 1 or view.size <= 1:
+        assert got is want
+    else:
+        assert got is None  # not contiguous: the caller tests it another way
+    assert all_finite(view) is want
+    big = np.ones(70000, dtype)  # the path that releases the GIL
+    big[-1 if specials else 0] = np.nan if specials else 1.0
+    assert _kernels.finite_floats(big) is (not specials)
