@@ -134,11 +134,15 @@ KEEP_BYTES = 2 * GEMM_MAX_COLUMN_BYTES
 
 
 def _workspace(name, size, dtype):
-    """A buffer of ``size`` elements (None for 0); mid-size ones are reused per
-    Python thread, so back-to-back calls do not fault fresh pages every time."""
+    """The kernels' argument for one workspace of ``size`` elements: None for 0, the
+    size itself for a small one (the kernel call allocates it, no NumPy array to
+    make), else an array -- mid-size ones reused per Python thread, so back-to-back
+    calls do not fault fresh pages every time."""
     if size == 0:
         return None
-    if size <= SMALL_WORKSPACE or size * dtype.itemsize > KEEP_BYTES:
+    if size <= SMALL_WORKSPACE:
+        return size
+    if size * dtype.itemsize > KEEP_BYTES:
         return np.empty(size, dtype=dtype)
     buffers = getattr(_local, "buffers", None)
     if buffers is None:
@@ -154,9 +158,11 @@ FORWARD_BUFFERS = ("scratch", "phased", "packed", "columns", "product")
 WEIGHT_GRADIENT_BUFFERS = ("phased", "packed", "columns")
 
 
-def _split(layout, n_threads, names):
+def _split(layout, n_threads, names, dtype):
     """The threading split of a call on ``n_threads`` threads:
-    ``(n_threads, whole_chunks, ((buffer name, elements), ...))``.
+    ``(n_threads, whole_chunks, ((buffer name, elements), ...), workspaces)`` with
+    ``workspaces`` the kernels' argument when every workspace is small (the same for
+    every call), else None (:func:`_workspace` per call).
 
     Threads take whole GEMM chunks (each its own single-threaded BLAS call and
     col2im, no barrier) when there are at least as many chunks as threads and BLAS
@@ -170,7 +176,10 @@ def _split(layout, n_threads, names):
     counts = dict(scratch=ws.scratch * n_threads, phased=ws.phased,
                   packed=ws.packed * per_chunk, columns=ws.columns * per_chunk,
                   product=ws.product * per_chunk)
-    return n_threads, whole_chunks, tuple((name, counts[name]) for name in names)
+    counts = tuple((name, counts[name]) for name in names)
+    small = all(size <= SMALL_WORKSPACE for _, size in counts)
+    workspaces = tuple(_workspace(name, size, dtype) for name, size in counts) if small else None
+    return n_threads, whole_chunks, counts, workspaces
 
 
 def _parallel_items(layout):
@@ -192,14 +201,15 @@ class _Prepared:
     """What Executor and WeightGradient share: the layout, the kernel, the thread cap
     and the threading split per thread count (decided once, then looked up)."""
 
-    __slots__ = ("algorithm", "layout", "kernel", "dtype", "max_threads", "_splits",
-                 "_names")
+    __slots__ = ("algorithm", "layout", "kernel", "dtype", "typenum", "max_threads",
+                 "_splits", "_names")
 
     def _prepare(self, plan, direction, algorithm, names):
         self.algorithm = algorithm
         self.layout = build_layout(plan, direction, algorithm)
         self.kernel = _kernels.Kernel(self.layout)
         self.dtype = plan.dtype
+        self.typenum = plan.dtype.num
         self.max_threads = max(1, min(plan.flops // FLOPS_PER_THREAD,
                                       _parallel_items(self.layout)))
         self._splits = {}
@@ -212,33 +222,31 @@ class _Prepared:
             n_threads = self.max_threads
         split = self._splits.get(n_threads)
         if split is None:
-            split = self._splits[n_threads] = _split(self.layout, n_threads, self._names)
+            split = self._splits[n_threads] = _split(self.layout, n_threads, self._names,
+                                                     self.dtype)
         return split
 
-    def _buffers(self, counts):
-        dtype = self.dtype
-        # small ones inline: this runs on every call, and a tiny call is a few us
-        return [None if size == 0 else np.empty(size, dtype) if size <= SMALL_WORKSPACE
-                else _workspace(name, size, dtype) for name, size in counts]
+    def _workspaces(self):
+        """``(n_threads, whole_chunks, workspaces)`` for a call now."""
+        n_threads, whole_chunks, counts, workspaces = self._call_split()
+        if workspaces is None:
+            dtype = self.dtype
+            workspaces = tuple(_workspace(name, size, dtype) for name, size in counts)
+        return n_threads, whole_chunks, workspaces
 
     def workspace_bytes(self, n_threads):
         """Bytes of workspace one call takes with (at most) ``n_threads`` threads."""
-        counts = _split(self.layout, min(n_threads, self.max_threads), self._names)[2]
+        counts = _split(self.layout, min(n_threads, self.max_threads), self._names,
+                        self.dtype)[2]
         return sum(size for _, size in counts) * self.dtype.itemsize
-
-
-def _c_array(array, dtype):
-    if array.dtype is not dtype or not array.flags.c_contiguous:
-        return np.ascontiguousarray(array, dtype=dtype)
-    return array
 
 
 class Executor(_Prepared):
     """Backend "direct" for one plan: everything decided up front, a short call path.
 
-    Calling it with ``(x, w, b)`` converts the arrays only when they are not already
-    C-contiguous in the computing dtype, allocates the output and runs the prepared
-    kernel with the GIL released.
+    Calling it with ``(x, w, b)`` hands them to the prepared kernel, which converts
+    them only when they are not already C-contiguous in the computing dtype,
+    allocates the output and runs with the GIL released.
     """
 
     __slots__ = ("plan", "kernel_plan", "output_shape", "_taps", "_gathered")
@@ -258,19 +266,13 @@ class Executor(_Prepared):
         self.output_shape = plan.output_shape
 
     def __call__(self, x, w, b):
-        dtype = self.dtype
-        x = _c_array(x, dtype)
         if self._taps is not None:
             w = live_weight(w, self._taps)
         if self._gathered:
             w = gather_weight(w, self.plan.groups)
-        w = _c_array(w, dtype)
-        if b is not None:
-            b = _c_array(b, dtype)
-        out = np.empty(self.output_shape, dtype=dtype)
-        n_threads, whole_chunks, counts = self._call_split()
-        self.kernel.forward(out, x, w, b, *self._buffers(counts), n_threads, whole_chunks)
-        return out
+        n_threads, whole_chunks, workspaces = self._workspaces()
+        return self.kernel.forward(self.output_shape, self.typenum, x, w, b, workspaces,
+                                   n_threads, whole_chunks)
 
 
 def run(plan, x, w, b, algorithm=None):
@@ -301,17 +303,12 @@ class WeightGradient(_Prepared):
                       + plan.geometry.kernel)
 
     def __call__(self, small, large):
-        dtype = self.dtype
-        small = _c_array(small, dtype)
-        large = _c_array(large, dtype)
-        n_threads, _, counts = self._call_split()
+        n_threads, _, workspaces = self._workspaces()
         if self._taps is None:
-            out = np.empty(self.shape, dtype=dtype)
-            self.kernel.weight_gradient(out, small, large, *self._buffers(counts), n_threads)
-            return out
+            return self.kernel.weight_gradient(self.shape, self.typenum, small, large,
+                                               workspaces, n_threads)
         # taps that meet only padding have an exact zero gradient
-        out = np.zeros(self.shape, dtype=dtype)
-        live = np.empty(out[self._taps].shape, dtype=dtype)
-        self.kernel.weight_gradient(live, small, large, *self._buffers(counts), n_threads)
-        out[self._taps] = live
+        out = np.zeros(self.shape, dtype=self.dtype)
+        out[self._taps] = self.kernel.weight_gradient(out[self._taps].shape, self.typenum,
+                                                      small, large, workspaces, n_threads)
         return out

@@ -28,6 +28,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -931,6 +932,58 @@ cdef inline void *_data(object array):
     return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
+cdef inline object _c_ready(object array, int typenum):
+    """``array`` itself when it is a C-contiguous ndarray of ``typenum``, else a copy
+    that is (what np.ascontiguousarray would give)."""
+    if (cnp.PyArray_Check(array) and cnp.PyArray_TYPE(<cnp.ndarray> array) == typenum
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> array)):
+        return array
+    return cnp.PyArray_FROMANY(array, typenum, 0, 0,
+                               cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+                               | cnp.NPY_ARRAY_FORCECAST)
+
+
+cdef inline cnp.ndarray _empty(tuple shape, int typenum):
+    cdef cnp.npy_intp dims[8]
+    cdef int axis, ndim = len(shape)
+    for axis in range(ndim):
+        dims[axis] = shape[axis]
+    return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+
+
+cdef void *_workspaces(tuple workspaces, int typenum, void **a, void **b, void **c,
+                       void **d, void **e) except? NULL:
+    """Point each of a..e (those not NULL, in order) at its workspace: None gives NULL,
+    an array its data, an int that many elements of one block allocated here for this
+    call (small workspaces: no NumPy array to make).  Returns the block to free."""
+    cdef void **slots[5]
+    cdef Py_ssize_t offsets[5]
+    cdef Py_ssize_t total = 0, itemsize = 4 if typenum == cnp.NPY_FLOAT else 8, size
+    cdef int i, n = len(workspaces)
+    cdef char *block = NULL
+    slots[0], slots[1], slots[2], slots[3], slots[4] = a, b, c, d, e
+    for i in range(n):
+        item = workspaces[i]
+        offsets[i] = -1
+        if item is None:
+            slots[i][0] = NULL
+        elif isinstance(item, cnp.ndarray):
+            slots[i][0] = _data(item)
+        else:
+            size = item                  # an element count (TypeError if not an int)
+            offsets[i] = total
+            total += (size + 15) & ~15   # 64-byte steps between the buffers
+    if total == 0:
+        return NULL
+    block = <char *> malloc(total * itemsize)
+    if block == NULL:
+        raise MemoryError(f"could not allocate {total * itemsize} bytes of workspace")
+    for i in range(n):
+        if offsets[i] >= 0:
+            slots[i][0] = block + offsets[i] * itemsize
+    return block
+
+
 cdef inline const Py_ssize_t *_table(object array, list keep) except? NULL:
     if array is None:
         return NULL
@@ -985,21 +1038,26 @@ cdef class Kernel:
         self.direction = layout.direction
         self.algorithm = layout.algorithm
 
-    def forward(self, cnp.ndarray out, cnp.ndarray input, cnp.ndarray weight, object bias,
-                object scratch, object phased, object packed, object columns,
-                object product, int n_threads, bint whole_chunks):
-        """Compute into ``out``; all arrays C-contiguous in out's dtype (float32/64)."""
+    def forward(self, tuple shape, int typenum, object input, object weight, object bias,
+                tuple workspaces, int n_threads, bint whole_chunks):
+        """Compute into a new array of ``shape`` and ``typenum`` (float32/float64) and
+        return it.  The operands are used in place when they are C-contiguous in that
+        dtype (converted otherwise); ``workspaces`` are (scratch, phased, packed,
+        columns, product), see ``_workspaces``."""
         cdef Buffers buf
+        cdef void *block
+        input = _c_ready(input, typenum)
+        weight = _c_ready(weight, typenum)
+        if bias is not None:
+            bias = _c_ready(bias, typenum)
+        cdef cnp.ndarray out = _empty(shape, typenum)
         cdef void *o = _data(out)
         cdef void *xp = _data(input)
         cdef void *wp = _data(weight)
         cdef void *bp = _data(bias)
-        buf.scratch = _data(scratch)
-        buf.phased = _data(phased)
-        buf.packed = _data(packed)
-        buf.columns = _data(columns)
-        buf.product = _data(product)
-        if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT:
+        block = _workspaces(workspaces, typenum, &buf.scratch, &buf.phased, &buf.packed,
+                            &buf.columns, &buf.product)
+        if typenum == cnp.NPY_FLOAT:
             with nogil:
                 _forward(&self.problem, &buf, <float *> o, <const float *> xp, <float *> wp,
                          <const float *> bp, n_threads, whole_chunks)
@@ -1007,20 +1065,26 @@ cdef class Kernel:
             with nogil:
                 _forward(&self.problem, &buf, <double *> o, <const double *> xp,
                          <double *> wp, <const double *> bp, n_threads, whole_chunks)
+        free(block)
+        return out
 
-    def weight_gradient(self, cnp.ndarray grad_weight, cnp.ndarray small, cnp.ndarray large,
-                        object phased, object packed, object columns, int n_threads):
-        """Compute the weight gradient of (small side, large side) into ``grad_weight``."""
+    def weight_gradient(self, tuple shape, int typenum, object small, object large,
+                        tuple workspaces, int n_threads):
+        """The weight gradient of (small side, large side) as a new array of ``shape``;
+        ``workspaces`` are (phased, packed, columns), as for :meth:`forward`."""
         cdef Buffers buf
-        cdef void *o = _data(grad_weight)
+        cdef void *block
+        small = _c_ready(small, typenum)
+        large = _c_ready(large, typenum)
+        cdef cnp.ndarray out = _empty(shape, typenum)
+        cdef void *o = _data(out)
         cdef void *sp = _data(small)
         cdef void *lp = _data(large)
         buf.scratch = NULL
-        buf.phased = _data(phased)
-        buf.packed = _data(packed)
-        buf.columns = _data(columns)
         buf.product = NULL
-        if cnp.PyArray_TYPE(grad_weight) == cnp.NPY_FLOAT:
+        block = _workspaces(workspaces, typenum, &buf.phased, &buf.packed, &buf.columns,
+                            NULL, NULL)
+        if typenum == cnp.NPY_FLOAT:
             with nogil:
                 _weight_gradient(&self.problem, &buf, <float *> o, <const float *> sp,
                                  <const float *> lp, n_threads)
@@ -1028,6 +1092,8 @@ cdef class Kernel:
             with nogil:
                 _weight_gradient(&self.problem, &buf, <double *> o, <const double *> sp,
                                  <const double *> lp, n_threads)
+        free(block)
+        return out
 
 
 cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const floating *x,
