@@ -749,12 +749,14 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
                             const Buffers *buf, const Problem *p,
                             int n_threads) noexcept nogil:
     """GEMM, a chunk of samples at a time:
-    grad_w_g += S_g (cs_g x width) @ im2col(L)_g^T (width x cl_g*K), per group."""
+    grad_w_g += S_g (cs_g x width) @ im2col(L)_g^T (width x cl_g*K), per group -- one
+    GEMM per sample reading S in place, or (no packed buffer) one per chunk over
+    the samples' S packed side by side (see _layout.weight_gradient_per_sample)."""
     cdef Py_ssize_t batch = p.batch, c_small = p.c_small, chunk = p.chunk
     cdef Py_ssize_t size = _small_size(p)
     cdef Py_ssize_t cs_g = c_small // p.groups
     cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p)
-    cdef Py_ssize_t item, first, count, width, c
+    cdef Py_ssize_t item, first, count, width, c, n
     cdef floating *cols = <floating *> buf.columns
     cdef floating *packed = <floating *> buf.packed
     cdef floating beta
@@ -763,6 +765,15 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
         count = min(chunk, batch - first)
         width = count * size
         _im2col(cols, large + first * p.c_large * _large_plane(p), count, p, n_threads)
+        if packed == NULL:
+            for n in range(count):
+                beta = 0 if item == 0 and n == 0 else 1
+                _grouped_gemm(b'T', b'N', <int> depth, <int> cs_g, <int> size,
+                              cols + n * size, <int> width, depth * width,
+                              <floating *> small + (first + n) * c_small * size, <int> size,
+                              cs_g * size,
+                              beta, grad_w, <int> depth, cs_g * depth, p.groups, n_threads)
+            continue
         for c in prange(c_small, schedule="static", num_threads=n_threads):
             _pack_one(packed + c * width, small + (first * c_small + c) * size, count,
                       c_small, size)

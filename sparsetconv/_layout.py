@@ -182,8 +182,22 @@ def forward_chunk(plan):
     return max(1, min(_batch(plan), wanted, fit))
 
 
+# A weight-gradient GEMM reduces over positions: with at least this many per sample it
+# runs one GEMM per sample straight from the small side (no packed copy of it, and
+# chunks sized like the forward's, whose columns stay in cache); below, the samples'
+# positions are packed side by side so the reduction is long enough for BLAS.
+WEIGHT_GRADIENT_SAMPLE_DEPTH = 256
+
+
+def weight_gradient_per_sample(plan):
+    return prod(plan.geometry.small) >= WEIGHT_GRADIENT_SAMPLE_DEPTH
+
+
 def weight_gradient_chunk(plan):
-    """Samples per weight-gradient GEMM: as many as fit the column cap."""
+    """Samples per weight-gradient chunk: as the forward's with one GEMM per sample,
+    else as many as fit the column cap."""
+    if weight_gradient_per_sample(plan):
+        return forward_chunk(plan)
     fit = GEMM_MAX_COLUMN_BYTES // max(1, column_elements(plan, 1) * plan.dtype.itemsize)
     return max(1, min(_batch(plan), fit))
 
@@ -288,7 +302,8 @@ def build_layout(plan, direction, algorithm):
                               if gemm and chunk > 1 else 0)
     else:
         workspace = Workspace(phased=phased, columns=columns,
-                              packed=plan.small_channels * chunk * small_size if gemm else 0)
+                              packed=plan.small_channels * chunk * small_size
+                              if gemm and not weight_gradient_per_sample(plan) else 0)
     return Layout(
         direction=direction, algorithm=algorithm, batch=batch,
         c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,

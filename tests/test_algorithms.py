@@ -44,6 +44,34 @@ def test_every_weight_gradient_algorithm_matches_reference(cfg, dtype, layout):
     assert ran == ["direct", "gemm"]
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((3, 4, 600), (4, 3, 3), dict(stride=2, padding=1)),
+    ((2, 4, 16, 34), (4, 2, 3, 2), dict(stride=(1, 2), padding=(1, 0), groups=2)),
+    ((1, 2, 6, 8, 7), (2, 3, 2, 3, 3), dict(dilation=(1, 2, 1), padding=1)),
+])
+def test_weight_gradient_gemm_per_sample(x_shape, w_shape, kw, transposed):
+    # planes of >= 256 positions: one GEMM per sample, reading the small side in place
+    rng = np.random.default_rng(sum(x_shape))
+    if not transposed:
+        w_shape = (w_shape[1] * kw.get("groups", 1), w_shape[0] // kw.get("groups", 1)) \
+            + w_shape[2:]
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    args = (kw.get("stride", 1), kw.get("padding", 0), 0, kw.get("groups", 1),
+            kw.get("dilation", 1), None)
+    plan = make_plan(transposed, None, x_shape, x.dtype, w_shape, w.dtype, None, None, *args)
+    assert _layout.weight_gradient_per_sample(plan)
+    layout = _compiled.WeightGradient(plan, "gemm").layout
+    assert layout.workspace.packed == 0
+    g = rng.standard_normal(plan.output_shape)
+    small, large = (x, g) if transposed else (g, x)
+    want = weight_gradient_reference(small, large, w_shape[2:], args[0], args[1],
+                                     args[3], args[4])
+    for threads in (1, 2):
+        with stc.threads(threads):
+            assert_matches(_compiled.WeightGradient(plan, "gemm")(small, large), want)
+
+
 @pytest.mark.parametrize("transposed, small, large, expected", [
     (False, 4, 64, "direct"),   # a convolution with 4 outputs: a thin GEMM
     (False, 8, 64, "gemm"),
