@@ -44,6 +44,16 @@ cdef extern from "_rowops.h" nogil:
                            Py_ssize_t n_src, Py_ssize_t n_taps, const Py_ssize_t *first,
                            const Py_ssize_t *stop, const Py_ssize_t *offset,
                            Py_ssize_t n_rows, Py_ssize_t dst_pitch, Py_ssize_t src_pitch)
+    void stc_rows_gather4_f(float *dst, Py_ssize_t cp, const float **src, const float **w,
+                            Py_ssize_t wp, Py_ssize_t n_src, Py_ssize_t n_taps,
+                            const Py_ssize_t *first, const Py_ssize_t *stop,
+                            const Py_ssize_t *offset, Py_ssize_t n_rows, Py_ssize_t dst_pitch,
+                            Py_ssize_t src_pitch)
+    void stc_rows_gather4_d(double *dst, Py_ssize_t cp, const double **src, const double **w,
+                            Py_ssize_t wp, Py_ssize_t n_src, Py_ssize_t n_taps,
+                            const Py_ssize_t *first, const Py_ssize_t *stop,
+                            const Py_ssize_t *offset, Py_ssize_t n_rows, Py_ssize_t dst_pitch,
+                            Py_ssize_t src_pitch)
     void stc_block_axpy_f(float *dst, Py_ssize_t dst_stride, const float *src,
                           Py_ssize_t row_len, Py_ssize_t n_rows, const float *w,
                           Py_ssize_t n_taps, const Py_ssize_t *first, const Py_ssize_t *stop,
@@ -124,6 +134,18 @@ cdef inline void _rows_gather(floating *dst, const floating **src, const floatin
     else:
         stc_rows_gather_d(dst, src, w, n_src, a.kernel, a.first, a.stop, a.offset, n_rows,
                           dst_pitch, src_pitch)
+
+
+cdef inline void _rows_gather4(floating *dst, Py_ssize_t channel_pitch, const floating **src,
+                               const floating **w, Py_ssize_t w_pitch, Py_ssize_t n_src,
+                               const Axis *a, Py_ssize_t n_rows, Py_ssize_t dst_pitch,
+                               Py_ssize_t src_pitch) noexcept nogil:
+    if floating is float:
+        stc_rows_gather4_f(dst, channel_pitch, src, w, w_pitch, n_src, a.kernel, a.first,
+                           a.stop, a.offset, n_rows, dst_pitch, src_pitch)
+    else:
+        stc_rows_gather4_d(dst, channel_pitch, src, w, w_pitch, n_src, a.kernel, a.first,
+                           a.stop, a.offset, n_rows, dst_pitch, src_pitch)
 
 
 cdef inline void _block_axpy(floating *dst, Py_ssize_t dst_stride, const floating *src,
@@ -468,6 +490,10 @@ cdef enum:
     ROWS_PER_BLOCK = 4    # consecutive output rows gathered by one call (same sources)
 
 
+cdef enum:
+    CHANNELS_PER_GATHER = 4  # output channels of a group gathered by one call
+
+
 cdef inline Py_ssize_t _uniform_rows(const Axis *ay, Py_ssize_t oy,
                                      Py_ssize_t most) noexcept nogil:
     """How many output rows from ``oy`` on (at most ``most``) read, for every y tap,
@@ -484,25 +510,33 @@ cdef inline Py_ssize_t _uniform_rows(const Axis *ay, Py_ssize_t oy,
 
 
 cdef inline void _conv_row_block(floating *out_row, const floating *large,
-                                 const floating *w, floating bias_value, const Problem *p,
-                                 Py_ssize_t n, Py_ssize_t co, Py_ssize_t oz, Py_ssize_t oy,
-                                 Py_ssize_t rows) noexcept nogil:
-    """Output rows oy..oy+rows of (n, co, oz), which read the same source pattern
-    (:func:`_uniform_rows`): the (channel, z tap, y tap) source rows of row oy that
-    exist, gathered in one register-blocked pass (see stc_rows_gather)."""
+                                 const floating *w, const floating *bias, const Problem *p,
+                                 Py_ssize_t n, Py_ssize_t co, Py_ssize_t n_co, Py_ssize_t oz,
+                                 Py_ssize_t oy, Py_ssize_t rows) noexcept nogil:
+    """Output rows oy..oy+rows of (n, co .. co+n_co, oz), which read the same source
+    pattern (:func:`_uniform_rows`): the (channel, z tap, y tap) source rows of row oy
+    that exist, gathered in one register-blocked pass (see stc_rows_gather) -- for
+    CHANNELS_PER_GATHER output channels of a group at once, which share their sources."""
     cdef const Axis *az = &p.axis[0]
     cdef const Axis *ay = &p.axis[1]
     cdef const Axis *ax = &p.axis[2]
     cdef Py_ssize_t sz = az.small, sy = ay.small, sx = ax.small
     cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.row_length
     cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
-    cdef Py_ssize_t c_in = p.c_large
+    cdef Py_ssize_t c_in = p.c_large, plane = sz * sy * sx
     cdef Py_ssize_t cin_g = c_in // p.groups, cout_g = p.c_small // p.groups
-    cdef Py_ssize_t g = co // cout_g, cil, ci, tz, ty, iz, iy, i, count = 0
+    cdef Py_ssize_t g = co // cout_g, cil, ci, tz, ty, iz, iy, i, c, count = 0
+    cdef Py_ssize_t w_step = cin_g * kz * ky * kx   # one output channel's weights
+    # the weight rows of channel c at wrows[c * capacity ..]: one call takes at most
+    # capacity sources, so the pointers fit one fixed array whatever n_co
+    cdef Py_ssize_t capacity = ROWS_PER_GATHER // n_co
     cdef const floating *srcs[ROWS_PER_GATHER]
     cdef const floating *wrows[ROWS_PER_GATHER]
-    for i in range(rows * sx):
-        out_row[i] = bias_value
+    cdef floating bias_value
+    for c in range(n_co):
+        bias_value = bias[co + c] if bias != NULL else 0
+        for i in range(rows * sx):
+            out_row[c * plane + i] = bias_value
     for cil in range(cin_g):
         ci = g * cin_g + cil
         for tz in range(kz):
@@ -515,12 +549,28 @@ cdef inline void _conv_row_block(floating *out_row, const floating *large,
                     continue
                 srcs[count] = large + (((n * c_in + ci) * lz + iz) * ly + iy) * lx
                 wrows[count] = w + (((co * cin_g + cil) * kz + tz) * ky + ty) * kx
+                for c in range(1, n_co):
+                    wrows[c * capacity + count] = wrows[count] + c * w_step
                 count = count + 1
-                if count == ROWS_PER_GATHER:
-                    _rows_gather(out_row, srcs, wrows, count, ax, rows, sx, lx)
+                if count == capacity:
+                    _gather_channels(out_row, plane, srcs, wrows, capacity, count, n_co, ax,
+                                     rows, sx, lx)
                     count = 0
     if count:
-        _rows_gather(out_row, srcs, wrows, count, ax, rows, sx, lx)
+        _gather_channels(out_row, plane, srcs, wrows, capacity, count, n_co, ax, rows, sx,
+                         lx)
+
+
+cdef inline void _gather_channels(floating *out_row, Py_ssize_t plane, const floating **srcs,
+                                  const floating **wrows, Py_ssize_t w_pitch, Py_ssize_t count,
+                                  Py_ssize_t n_co, const Axis *ax, Py_ssize_t rows,
+                                  Py_ssize_t sx, Py_ssize_t lx) noexcept nogil:
+    if n_co == CHANNELS_PER_GATHER:
+        _rows_gather4(out_row, plane, srcs, wrows, w_pitch, count, ax, rows, sx, lx)
+        return
+    cdef Py_ssize_t c
+    for c in range(n_co):
+        _rows_gather(out_row + c * plane, srcs, wrows + c * w_pitch, count, ax, rows, sx, lx)
 
 
 cdef void _conv_rows(floating *out, const floating *x, floating *phased, const floating *w,
@@ -532,30 +582,32 @@ cdef void _conv_rows(floating *out, const floating *x, floating *phased, const f
     cdef Py_ssize_t sz = p.axis[0].small, sy = ay.small, sx = p.axis[2].small
     cdef Py_ssize_t c_out = p.c_small, cout_g = p.c_small // p.groups
     cdef Py_ssize_t y_blocks = (sy + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    cdef Py_ssize_t item, rest, n, g, co, oz, oy, stop, rows
+    cdef Py_ssize_t co_blocks = (cout_g + CHANNELS_PER_GATHER - 1) // CHANNELS_PER_GATHER
+    cdef Py_ssize_t item, rest, n, g, co, n_co, oz, oy, stop, rows
     cdef const floating *large = <const floating *> phased if p.phased_large else x
     with parallel(num_threads=n_threads):
         if p.phased_large:
             for item in prange(_large_rows(p), schedule="static"):
                 _phase_large_row(phased, x, p, item)
-        # Blocks in (sample, group, z, y block, channel of the group) order: the output
-        # channels of a group read the same source rows, so taking them one after the
-        # other reads those rows from L1 instead of once per channel from memory.
-        for item in prange(p.batch * c_out * sz * y_blocks, schedule="static"):
-            co = item % cout_g
-            rest = item // cout_g
+        # Blocks in (sample, group, z, y block, channels of the group) order: blocks of
+        # a group's output channels read the same source rows, so taking them one after
+        # the other reads those rows from L1 instead of once per block from memory.
+        for item in prange(p.batch * p.groups * co_blocks * sz * y_blocks, schedule="static"):
+            co = (item % co_blocks) * CHANNELS_PER_GATHER
+            rest = item // co_blocks
             oy = (rest % y_blocks) * ROWS_PER_BLOCK
             rest = rest // y_blocks
             oz = rest % sz
             rest = rest // sz
             g = rest % p.groups
             n = rest // p.groups
+            n_co = min(CHANNELS_PER_GATHER, cout_g - co)
             co = g * cout_g + co
             stop = min(oy + ROWS_PER_BLOCK, sy)
             while oy < stop:
                 rows = _uniform_rows(ay, oy, stop - oy)
                 _conv_row_block(out + (((n * c_out + co) * sz + oz) * sy + oy) * sx, large,
-                                w, bias[co] if bias != NULL else 0, p, n, co, oz, oy, rows)
+                                w, bias, p, n, co, n_co, oz, oy, rows)
                 oy = oy + rows
 
 

@@ -75,6 +75,42 @@ typedef double stc_d4 __attribute__((vector_size(32), aligned(8)));
         *(VT *)(d + i) = (acc0 + acc1) + (acc2 + acc3);                                  \
     }
 
+/* The same for four output channels at once (one source vector feeds four FMAs, so
+ * a channel block reads its sources once, not once per channel): two accumulators
+ * per channel take the source rows in turn, eight independent chains in all. */
+#define STC_GATHER4_BLOCK(T, VT, B)                                                        \
+    for (; i + (B) <= hi; i += (B)) {                                                      \
+        VT a0 = *(const VT *)(d + i), a1 = *(const VT *)(d + cp + i);                      \
+        VT a2 = *(const VT *)(d + 2 * cp + i), a3 = *(const VT *)(d + 3 * cp + i);         \
+        VT b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};                                         \
+        ptrdiff_t r = 0;                                                                   \
+        for (; r + 2 <= n_src; r += 2) {                                                   \
+            const T *restrict s0 = src[r] + sh + i, *restrict s1 = src[r + 1] + sh + i;    \
+            const T *restrict u0 = w[r], *restrict u1 = w[wp + r];                      \
+            const T *restrict u2 = w[2 * wp + r], *restrict u3 = w[3 * wp + r];      \
+            const T *restrict v0 = w[r + 1], *restrict v1 = w[wp + r + 1];              \
+            const T *restrict v2 = w[2 * wp + r + 1], *restrict v3 = w[3 * wp + r + 1]; \
+            for (ptrdiff_t k = 0; k < n_taps; ++k) {                                       \
+                VT x0 = *(const VT *)(s0 + offset[k]), x1 = *(const VT *)(s1 + offset[k]); \
+                a0 += u0[k] * x0; a1 += u1[k] * x0; a2 += u2[k] * x0; a3 += u3[k] * x0;    \
+                b0 += v0[k] * x1; b1 += v1[k] * x1; b2 += v2[k] * x1; b3 += v3[k] * x1;    \
+            }                                                                              \
+        }                                                                                  \
+        for (; r < n_src; ++r) {                                                           \
+            const T *restrict s0 = src[r] + sh + i;                                        \
+            const T *restrict u0 = w[r], *restrict u1 = w[wp + r];                      \
+            const T *restrict u2 = w[2 * wp + r], *restrict u3 = w[3 * wp + r];      \
+            for (ptrdiff_t k = 0; k < n_taps; ++k) {                                       \
+                VT x0 = *(const VT *)(s0 + offset[k]);                                     \
+                a0 += u0[k] * x0; a1 += u1[k] * x0; a2 += u2[k] * x0; a3 += u3[k] * x0;    \
+            }                                                                              \
+        }                                                                                  \
+        *(VT *)(d + i) = a0 + b0;                                                          \
+        *(VT *)(d + cp + i) = a1 + b1;                                                     \
+        *(VT *)(d + 2 * cp + i) = a2 + b2;                                                 \
+        *(VT *)(d + 3 * cp + i) = a3 + b3;                                                 \
+    }
+
 #define STC_DEFINE_ROWOPS(T, SUFFIX)                                                       \
 /* Gather of whole output rows from n_src source rows (one per valid outer tap and   */ \
 /* input channel), each with its own weight row of n_taps x taps:                   */ \
@@ -122,6 +158,53 @@ STC_CLONES static void stc_rows_gather_##SUFFIX(                                
                 acc += w[r][k] * src[r][sh + offset[k] + i];                               \
         d[i] = acc;                                                                        \
     }                                                                                      \
+    }                                                                                      \
+}                                                                                          \
+/* stc_rows_gather for four output channels, channel c's rows at dst + c * cp and   */ \
+/* its weight rows at w[c * wp + r] (the sources are the same for all four).         */ \
+STC_CLONES static void stc_rows_gather4_##SUFFIX(                                          \
+    T *restrict dst, ptrdiff_t cp, const T *const *src, const T *const *w, ptrdiff_t wp,   \
+    ptrdiff_t n_src,                                                                       \
+    ptrdiff_t n_taps, const ptrdiff_t *first, const ptrdiff_t *stop,                       \
+    const ptrdiff_t *offset, ptrdiff_t n_rows, ptrdiff_t dst_pitch, ptrdiff_t src_pitch)   \
+{                                                                                          \
+    ptrdiff_t lo = 0, hi = PTRDIFF_MAX;                                                    \
+    int ragged = 0;                                                                        \
+    for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
+        if (first[k] > lo) lo = first[k];                                                  \
+        if (stop[k] < hi) hi = stop[k];                                                    \
+    }                                                                                      \
+    if (hi < lo) hi = lo;                                                                  \
+    for (ptrdiff_t k = 0; k < n_taps; ++k)                                                 \
+        ragged |= (first[k] < lo) | (stop[k] > hi);                                        \
+    for (ptrdiff_t j = 0; j < n_rows; ++j) {                                               \
+    T *restrict d = dst + j * dst_pitch;                                                   \
+    const ptrdiff_t sh = j * src_pitch;                                                    \
+    for (ptrdiff_t c = 0; ragged && c < 4; ++c)                                            \
+        for (ptrdiff_t r = 0; r < n_src; ++r)                                              \
+            for (ptrdiff_t k = 0; k < n_taps; ++k) {                                       \
+                T a = w[c * wp + r][k];                                                 \
+                const T *restrict s = src[r] + sh + offset[k];                             \
+                T *restrict dc = d + c * cp;                                               \
+                ptrdiff_t i0 = first[k], i1 = stop[k];                                     \
+                ptrdiff_t m0 = lo > i0 ? (lo < i1 ? lo : i1) : i0;                         \
+                ptrdiff_t m1 = hi < i1 ? (hi > i0 ? hi : i0) : i1;                         \
+                if (m1 < m0) m1 = m0;                                                      \
+                for (ptrdiff_t i = i0; i < m0; ++i) dc[i] += a * s[i];                     \
+                for (ptrdiff_t i = m1; i < i1; ++i) dc[i] += a * s[i];                     \
+            }                                                                              \
+    ptrdiff_t i = lo;                                                                      \
+    STC_GATHER4_BLOCK(T, stc_##SUFFIX##16, 16)                                             \
+    STC_GATHER4_BLOCK(T, stc_##SUFFIX##8, 8)                                               \
+    STC_GATHER4_BLOCK(T, stc_##SUFFIX##4, 4)                                               \
+    for (; i < hi; ++i)                                                                    \
+        for (ptrdiff_t c = 0; c < 4; ++c) {                                                \
+            T acc = d[c * cp + i];                                                         \
+            for (ptrdiff_t r = 0; r < n_src; ++r)                                          \
+                for (ptrdiff_t k = 0; k < n_taps; ++k)                                     \
+                    acc += w[c * wp + r][k] * src[r][sh + offset[k] + i];               \
+            d[c * cp + i] = acc;                                                           \
+        }                                                                                  \
     }                                                                                      \
 }                                                                                          \
 /* Scatter (transposed), n_rows source rows of row_len landing dst_stride apart:    */    \
