@@ -487,7 +487,7 @@ cdef enum:
 
 
 cdef enum:
-    ROWS_PER_BLOCK = 4    # consecutive output rows gathered by one call (same sources)
+    ROWS_PER_BLOCK = 8    # consecutive output rows gathered by one call (same sources)
 
 
 cdef enum:
