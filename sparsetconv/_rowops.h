@@ -235,7 +235,19 @@ STC_CLONES static void stc_block_add_##SUFFIX(                                  
         for (ptrdiff_t r = 0; r < n_rows; ++r) {                                           \
             T *restrict d = dst + r * dst_stride + offset[k] + i0;                         \
             const T *restrict s = src + k * tap_stride + r * row_len + i0;                 \
-            for (ptrdiff_t i = 0; i < n; ++i) d[i] += s[i];                                \
+            /* explicit blocks: rows of 3-8 (small planes) would pay the vectoriser's  */ \
+            /* set-up on every row                                                     */ \
+            ptrdiff_t i = 0;                                                               \
+            for (; i + 16 <= n; i += 16)                                                   \
+                *(stc_##SUFFIX##16 *)(d + i) += *(const stc_##SUFFIX##16 *)(s + i);        \
+            for (; i + 4 <= n; i += 4)                                                     \
+                *(stc_##SUFFIX##4 *)(d + i) += *(const stc_##SUFFIX##4 *)(s + i);          \
+            switch (n - i) {  /* the last 0-3: no loop for the vectoriser to set up */    \
+            case 3: d[i + 2] += s[i + 2]; /* fall through */                               \
+            case 2: d[i + 1] += s[i + 1]; /* fall through */                               \
+            case 1: d[i] += s[i];                                                          \
+            default: break;                                                                \
+            }                                                                              \
         }                                                                                  \
     }                                                                                      \
 }                                                                                          \
