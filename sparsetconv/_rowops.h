@@ -46,6 +46,26 @@ typedef double stc_d16 __attribute__((vector_size(128), aligned(8)));
 typedef double stc_d8 __attribute__((vector_size(64), aligned(8)));
 typedef double stc_d4 __attribute__((vector_size(32), aligned(8)));
 
+/* d[0..n) += SCALE(s[0..n)) in explicit 16- and 4-wide blocks and a 0-3 tail without
+ * a loop: on the short rows of small planes (1-8 elements) the vectoriser's set-up
+ * for a plain loop, paid on every row, cost more than the adds. */
+#define STC_AS_IS(x) (x)
+#define STC_TIMES_A(x) (a * (x))
+#define STC_ADD_RUN(SUFFIX, d, s, n, SCALE)                                                \
+    do {                                                                                   \
+        ptrdiff_t i_ = 0;                                                                  \
+        for (; i_ + 16 <= (n); i_ += 16)                                                   \
+            *(stc_##SUFFIX##16 *)((d) + i_) += SCALE(*(const stc_##SUFFIX##16 *)((s) + i_)); \
+        for (; i_ + 4 <= (n); i_ += 4)                                                     \
+            *(stc_##SUFFIX##4 *)((d) + i_) += SCALE(*(const stc_##SUFFIX##4 *)((s) + i_)); \
+        switch ((n) - i_) {                                                                \
+        case 3: (d)[i_ + 2] += SCALE((s)[i_ + 2]); /* fall through */                      \
+        case 2: (d)[i_ + 1] += SCALE((s)[i_ + 1]); /* fall through */                      \
+        case 1: (d)[i_] += SCALE((s)[i_]);                                                 \
+        default: break;                                                                    \
+        }                                                                                  \
+    } while (0)
+
 /* One register block of stc_rows_gather: B outputs in one vector VT.  Four
  * accumulators take the source rows in turn: one would make every FMA wait for the
  * previous one (a dependent chain of n_src * n_taps FMAs, 4 cycles each), which is
@@ -220,7 +240,7 @@ STC_CLONES static void stc_block_axpy_##SUFFIX(                                 
         for (ptrdiff_t r = 0; r < n_rows; ++r) {                                           \
             T *restrict d = dst + r * dst_stride + offset[k] + i0;                         \
             const T *restrict s = src + r * row_len + i0;                                  \
-            for (ptrdiff_t i = 0; i < n; ++i) d[i] += a * s[i];                            \
+            STC_ADD_RUN(SUFFIX, d, s, n, STC_TIMES_A);                                     \
         }                                                                                  \
     }                                                                                      \
 }                                                                                          \
@@ -235,19 +255,7 @@ STC_CLONES static void stc_block_add_##SUFFIX(                                  
         for (ptrdiff_t r = 0; r < n_rows; ++r) {                                           \
             T *restrict d = dst + r * dst_stride + offset[k] + i0;                         \
             const T *restrict s = src + k * tap_stride + r * row_len + i0;                 \
-            /* explicit blocks: rows of 3-8 (small planes) would pay the vectoriser's  */ \
-            /* set-up on every row                                                     */ \
-            ptrdiff_t i = 0;                                                               \
-            for (; i + 16 <= n; i += 16)                                                   \
-                *(stc_##SUFFIX##16 *)(d + i) += *(const stc_##SUFFIX##16 *)(s + i);        \
-            for (; i + 4 <= n; i += 4)                                                     \
-                *(stc_##SUFFIX##4 *)(d + i) += *(const stc_##SUFFIX##4 *)(s + i);          \
-            switch (n - i) {  /* the last 0-3: no loop for the vectoriser to set up */    \
-            case 3: d[i + 2] += s[i + 2]; /* fall through */                               \
-            case 2: d[i + 1] += s[i + 1]; /* fall through */                               \
-            case 1: d[i] += s[i];                                                          \
-            default: break;                                                                \
-            }                                                                              \
+            STC_ADD_RUN(SUFFIX, d, s, n, STC_AS_IS);                                       \
         }                                                                                  \
     }                                                                                      \
 }                                                                                          \
