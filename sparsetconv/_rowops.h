@@ -66,6 +66,29 @@ typedef double stc_d4 __attribute__((vector_size(32), aligned(8)));
         }                                                                                  \
     } while (0)
 
+/* The range [lo, hi) every tap's run covers (kept in registers by the gathers), and
+ * whether some run reaches outside it (ragged). */
+#define STC_COMMON_RANGE                                                                   \
+    ptrdiff_t lo = 0, hi = PTRDIFF_MAX;                                                    \
+    int ragged = 0;                                                                        \
+    for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
+        if (first[k] > lo) lo = first[k];                                                  \
+        if (stop[k] < hi) hi = stop[k];                                                    \
+    }                                                                                      \
+    if (hi < lo) hi = lo;                                                                  \
+    for (ptrdiff_t k = 0; k < n_taps; ++k)                                                 \
+        ragged |= (first[k] < lo) | (stop[k] > hi)
+/* dst[i] += a * s[i] for the i of [i0, i1) outside [lo, hi). */
+#define STC_ADD_OUTSIDE(dst, a, s, i0, i1)                                                 \
+    do {                                                                                   \
+        ptrdiff_t j0_ = (i0), j1_ = (i1);                                                  \
+        ptrdiff_t m0_ = lo > j0_ ? (lo < j1_ ? lo : j1_) : j0_;                            \
+        ptrdiff_t m1_ = hi < j1_ ? (hi > j0_ ? hi : j0_) : j1_;                            \
+        if (m1_ < m0_) m1_ = m0_;                                                          \
+        for (ptrdiff_t i_ = j0_; i_ < m0_; ++i_) (dst)[i_] += (a) * (s)[i_];               \
+        for (ptrdiff_t i_ = m1_; i_ < j1_; ++i_) (dst)[i_] += (a) * (s)[i_];               \
+    } while (0)
+
 /* One register block of stc_rows_gather: B outputs in one vector VT.  Four
  * accumulators take the source rows in turn: one would make every FMA wait for the
  * previous one (a dependent chain of n_src * n_taps FMAs, 4 cycles each), which is
@@ -144,15 +167,7 @@ STC_CLONES static void stc_rows_gather_##SUFFIX(                                
     ptrdiff_t n_taps, const ptrdiff_t *first, const ptrdiff_t *stop,                       \
     const ptrdiff_t *offset, ptrdiff_t n_rows, ptrdiff_t dst_pitch, ptrdiff_t src_pitch)   \
 {                                                                                          \
-    ptrdiff_t lo = 0, hi = PTRDIFF_MAX;                                                    \
-    int ragged = 0;  /* some tap's run reaches outside [lo, hi) */                         \
-    for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
-        if (first[k] > lo) lo = first[k];                                                  \
-        if (stop[k] < hi) hi = stop[k];                                                    \
-    }                                                                                      \
-    if (hi < lo) hi = lo;                                                                  \
-    for (ptrdiff_t k = 0; k < n_taps; ++k)                                                 \
-        ragged |= (first[k] < lo) | (stop[k] > hi);                                        \
+    STC_COMMON_RANGE;                                                                      \
     for (ptrdiff_t j = 0; j < n_rows; ++j) {                                               \
     T *restrict d = dst + j * dst_pitch;                                                   \
     const ptrdiff_t sh = j * src_pitch;                                                    \
@@ -160,12 +175,7 @@ STC_CLONES static void stc_rows_gather_##SUFFIX(                                
         for (ptrdiff_t k = 0; k < n_taps; ++k) {                                           \
             T a = w[r][k];                                                                 \
             const T *restrict s = src[r] + sh + offset[k];                                 \
-            ptrdiff_t i0 = first[k], i1 = stop[k];                                         \
-            ptrdiff_t m0 = lo > i0 ? (lo < i1 ? lo : i1) : i0;                             \
-            ptrdiff_t m1 = hi < i1 ? (hi > i0 ? hi : i0) : i1;                             \
-            if (m1 < m0) m1 = m0;                                                          \
-            for (ptrdiff_t i = i0; i < m0; ++i) d[i] += a * s[i];                          \
-            for (ptrdiff_t i = m1; i < i1; ++i) d[i] += a * s[i];                          \
+            STC_ADD_OUTSIDE(d, a, s, first[k], stop[k]);                                  \
         }                                                                                  \
     ptrdiff_t i = lo;                                                                      \
     STC_GATHER_BLOCK(T, stc_##SUFFIX##16, 16)                                              \
@@ -188,15 +198,7 @@ STC_CLONES static void stc_rows_gather4_##SUFFIX(                               
     ptrdiff_t n_taps, const ptrdiff_t *first, const ptrdiff_t *stop,                       \
     const ptrdiff_t *offset, ptrdiff_t n_rows, ptrdiff_t dst_pitch, ptrdiff_t src_pitch)   \
 {                                                                                          \
-    ptrdiff_t lo = 0, hi = PTRDIFF_MAX;                                                    \
-    int ragged = 0;                                                                        \
-    for (ptrdiff_t k = 0; k < n_taps; ++k) {                                               \
-        if (first[k] > lo) lo = first[k];                                                  \
-        if (stop[k] < hi) hi = stop[k];                                                    \
-    }                                                                                      \
-    if (hi < lo) hi = lo;                                                                  \
-    for (ptrdiff_t k = 0; k < n_taps; ++k)                                                 \
-        ragged |= (first[k] < lo) | (stop[k] > hi);                                        \
+    STC_COMMON_RANGE;                                                                      \
     for (ptrdiff_t j = 0; j < n_rows; ++j) {                                               \
     T *restrict d = dst + j * dst_pitch;                                                   \
     const ptrdiff_t sh = j * src_pitch;                                                    \
@@ -206,12 +208,7 @@ STC_CLONES static void stc_rows_gather4_##SUFFIX(                               
                 T a = w[c * wp + r][k];                                                 \
                 const T *restrict s = src[r] + sh + offset[k];                             \
                 T *restrict dc = d + c * cp;                                               \
-                ptrdiff_t i0 = first[k], i1 = stop[k];                                     \
-                ptrdiff_t m0 = lo > i0 ? (lo < i1 ? lo : i1) : i0;                         \
-                ptrdiff_t m1 = hi < i1 ? (hi > i0 ? hi : i0) : i1;                         \
-                if (m1 < m0) m1 = m0;                                                      \
-                for (ptrdiff_t i = i0; i < m0; ++i) dc[i] += a * s[i];                     \
-                for (ptrdiff_t i = m1; i < i1; ++i) dc[i] += a * s[i];                     \
+                STC_ADD_OUTSIDE(dc, a, s, first[k], stop[k]);                              \
             }                                                                              \
     ptrdiff_t i = lo;                                                                      \
     STC_GATHER4_BLOCK(T, stc_##SUFFIX##16, 16)                                             \
