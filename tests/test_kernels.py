@@ -238,7 +238,8 @@ def test_weight_gradient_kernels_release_the_gil(transposed):
 
         def call():
             with stc.threads(1):
-                gradient(small, large)
+                for _ in range(LONG_CALL_REPEATS):  # long enough for the probe to see steps
+                    gradient(small, large)
         assert _progress_during(call) >= 10, algorithm
 
 
