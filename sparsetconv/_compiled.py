@@ -1,6 +1,7 @@
 """Backend "direct": the algorithm choice, the threading split and the kernel calls.
 
-- :func:`choose_algorithm` is the ``"auto"`` cost model (one place).
+- :func:`choose_algorithm` is the ``"auto"`` choice (one place), by the estimates of
+  :mod:`sparsetconv._cost`.
 - :class:`Executor` runs a transposed convolution or a convolution for one plan,
   :class:`WeightGradient` the weight gradient of either; both are prepared once per
   plan (their :class:`~sparsetconv._layout.Layout` holds the tables) and decide the
@@ -13,7 +14,7 @@ Algorithms (``_layout.ALGORITHMS``; each states its domain in ``_layout.unsuppor
 - ``direct``: per-row runs in the phase-major layout; no intermediate beyond one
   plane per thread (transposed) or the phase-major copy of the input (convolution).
 - ``kernel_rows``: transposed only, dilation 1 on x: one contiguous kernel row per
-  input element -- for kernels longer than the input row (FCN-32s).
+  input element (kernels longer than the input row); only when forced.
 - ``gemm``: BLAS GEMM over a group's channels (``columns = W^T X`` then col2im for the
   transpose, ``W @ im2col(x)`` for the convolution, ``S @ im2col(L)^T`` for the weight
   gradient), a chunk of samples at a time.
@@ -36,6 +37,7 @@ from ._layout import (
     build_layout,
     unsupported,
 )
+from ._cost import DIRECT_MUST_BEAT_GEMM_BY, direct_seconds, gemm_seconds
 from ._plan import gather_plan, gather_weight, live_plan, live_weight
 from ._threads import current_threads
 
@@ -50,45 +52,39 @@ def _direction(plan):
     return TRANSPOSE if plan.transposed else CONVOLVE
 
 
-# A convolution's GEMM is (output channels of a group) x (input channels x taps) times
-# the columns: with fewer output rows than this, BLAS runs a thin product and im2col's
-# copy (each column element feeds 2 x that many flops) costs more than it saves.  On
-# random layers, direct / GEMM time: 0.52-0.82 with 2-6 output channels, 0.64-0.98 with
-# 8, 1.5-1.7 with 12 (one and two threads).
-GEMM_MIN_CONVOLUTION_OUTPUTS = 8
-
-
 def choose_algorithm(plan):
-    """The ``"auto"`` rule, from quantities of the geometry.
+    """The ``"auto"`` choice for a forward call: the algorithm with the smallest
+    estimated time (:mod:`sparsetconv._cost`, counts of the geometry times fitted
+    per-unit costs).
 
-    1. GEMM when a group has at least 16 (input x output) channel pairs (the GEMM's
-       reduction and output are then wide enough for BLAS's 75-95 GFLOP/s per core,
-       against 5-25 for the row kernels, which vectorise over one row at a time), a
-       convolution's group has at least :data:`GEMM_MIN_CONVOLUTION_OUTPUTS` output
-       channels (the GEMM's rows), and its columns fit the cap (``_layout.unsupported``).
-    2. Otherwise, for a transposed convolution whose kernel row is longer than its
-       input row (stride-1 dilation on x), KERNEL_ROWS: one contiguous kernel row per
-       input element instead of many one-element runs.
-    3. Otherwise DIRECT: few channels (depthwise) and tiny calls, where there is
-       nothing for BLAS to amortise.
+    GEMM and DIRECT compete -- DIRECT as the row kernels would run it, gathered
+    (:func:`_gathers`) where that applies -- GEMM only where its columns fit the cap
+    (``_layout.unsupported``).  KERNEL_ROWS is never chosen: on every layer measured
+    (including kernels longer than the input row, its home ground) DIRECT or GEMM was
+    at least as fast; it stays available when forced.
     """
-    g = plan.geometry
     direction = _direction(plan)
-    pairs = (plan.small_channels // plan.groups) * (plan.large_channels // plan.groups)
-    thin = (not plan.transposed
-            and plan.small_channels // plan.groups < GEMM_MIN_CONVOLUTION_OUTPUTS)
-    if pairs >= 16 and not thin and unsupported(plan, direction, GEMM) is None:
+    gathered = gather_plan(plan) if _gathers(plan) else None
+    direct = direct_seconds(plan if gathered is None else gathered)
+    if (unsupported(plan, direction, GEMM) is None
+            and direct >= DIRECT_MUST_BEAT_GEMM_BY * gemm_seconds(plan)):
         return GEMM
-    if (plan.transposed and g.dilation[-1] == 1 and g.kernel[-1] > g.small[-1]
-            and unsupported(plan, direction, KERNEL_ROWS) is None):
-        return KERNEL_ROWS
     return DIRECT
 
 
+# The weight gradient's GEMM reduces over positions and its direct kernel over row
+# pairs; a cost model fitted like the forward one misjudged the direct kernel 0.4-3x,
+# so this stays a rule: GEMM once a group has this many (input x output) channel pairs
+# (on random layers it chose within 1.16x of the faster, but for two 4-channel 1-D
+# layers, 1.43x).
+WEIGHT_GRADIENT_MIN_PAIRS = 16
+
+
 def choose_weight_gradient_algorithm(plan):
-    """GEMM for the weight gradient under the same channel condition as the forward rule."""
+    """GEMM for a weight gradient with WEIGHT_GRADIENT_MIN_PAIRS channel pairs per group
+    (and columns within the cap), else DIRECT."""
     pairs = (plan.small_channels // plan.groups) * (plan.large_channels // plan.groups)
-    if pairs >= 16 and unsupported(plan, WEIGHT_GRADIENT, GEMM) is None:
+    if pairs >= WEIGHT_GRADIENT_MIN_PAIRS and unsupported(plan, WEIGHT_GRADIENT, GEMM) is None:
         return GEMM
     return DIRECT
 

@@ -6,6 +6,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 
 import sparsetconv as stc
@@ -94,3 +95,29 @@ def test_the_list_has_every_kind_of_layer():
 
 def test_generator_docstring_examples():
     assert doctest.testmod(bench_random, verbose=False).failed == 0
+
+
+def test_calibration_recovers_known_unit_costs():
+    # times made from known costs: the fit must give them back, and the choice it
+    # makes must then always be the faster algorithm
+    import calibrate_auto
+    rng = np.random.default_rng(3)
+    known = dict(GATHER=dict(call=20e-9, vector_step=0.1e-9),
+                 CONVOLUTION_GEMM=dict(mac=0.02e-9, column_row=4e-9))
+    records = []
+    for _ in range(40):
+        gather = dict(call=float(rng.integers(1, 10**5)), vector_step=float(rng.integers(1, 10**7)))
+        gemm = dict(mac=float(rng.integers(1, 10**8)), column_row=float(rng.integers(1, 10**5)))
+        times = {"direct": sum(known["GATHER"][k] * v for k, v in gather.items()),
+                 "gemm": sum(known["CONVOLUTION_GEMM"][k] * v for k, v in gemm.items())}
+        records.append(dict(layer="x", direction="adjoint", chosen="gemm", times=times,
+                            tables={"direct": ("GATHER", gather),
+                                    "gemm": ("CONVOLUTION_GEMM", gemm)}))
+    tables = calibrate_auto.fit(records, relevant=1e9)
+    for table, costs in known.items():
+        for name, cost in costs.items():
+            assert tables[table][name] == pytest.approx(cost, rel=1e-6)
+    best = calibrate_auto.regret(records, lambda r: min(r["times"], key=r["times"].get))
+    assert best == (1.0, 1.0)
+    worst = calibrate_auto.regret(records, lambda r: max(r["times"], key=r["times"].get))
+    assert worst[1] > 1.0
