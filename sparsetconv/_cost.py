@@ -12,7 +12,8 @@ uses.  That script measures and refits them on another machine.
 How well it chooses (time of the chosen algorithm / the faster of the two, one
 thread): on the 64 forward calls of the benchmark's own random layers (seed 0, not
 fitted) geomean 1.006, worst 1.19, where the channel-count rule it replaced gave
-1.081, worst 3.56; on the 28 of the benchmark suite 1.003, worst 1.08 (was 1.040,
+1.081, worst 3.56 (at two threads, with the same one-thread costs: 1.007, worst 1.21,
+against 1.063, 2.71); on the 28 of the benchmark suite 1.003, worst 1.08 (was 1.040,
 1.75).  Estimate / measured time on the fitted calls, 10th-90th percentile: GEMM
 0.68-1.15 (transposed) and 0.80-1.13 (convolution), SCATTER 0.74-1.21, GATHER
 0.58-1.26.
