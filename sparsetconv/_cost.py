@@ -41,11 +41,11 @@ CONVOLUTION_GEMM = dict(mac=0.0187 * NS, column_row=4.33 * NS, column_element=0.
 SCATTER = dict(vector_step=0.609 * NS, run=0.575 * NS, small_element=0.171 * NS,
                large_element=0.452 * NS)
 # convolution: output rows gathered in registers, CHANNELS_PER_GATHER channels and up
-# to ROWS_PER_GATHER / CHANNELS_PER_GATHER source rows per call (stc_rows_gather4)
+# to SOURCES_PER_GATHER source rows per call (stc_rows_gather4)
 GATHER = dict(vector_step=0.133 * NS, flushed_element=0.111 * NS, call=18.5 * NS,
               large_element=0.449 * NS, mac=0.0135 * NS)
 GATHER_CHANNELS = 4      # _kernels.CHANNELS_PER_GATHER
-GATHER_SOURCES = 16      # _kernels.ROWS_PER_GATHER // CHANNELS_PER_GATHER
+GATHER_SOURCES = 16      # _kernels.SOURCES_PER_GATHER
 GATHER_ROWS = 8          # _kernels.ROWS_PER_BLOCK
 
 # The gather estimate is fitted where DIRECT is within 4x of the best and runs low on

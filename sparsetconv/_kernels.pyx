@@ -483,7 +483,7 @@ cdef const floating *_phase_large(floating *phased, const floating *large,
 
 
 cdef enum:
-    ROWS_PER_GATHER = 64  # source rows per _rows_gather call (more: flushed in batches)
+    SOURCES_PER_GATHER = 16  # source rows per gather call (more: flushed in batches)
 
 
 cdef enum:
@@ -509,14 +509,42 @@ cdef inline Py_ssize_t _uniform_rows(const Axis *ay, Py_ssize_t oy,
     return rows
 
 
+cdef inline void _gather_batch(floating *out_row, Py_ssize_t plane, const floating **srcs,
+                               const Py_ssize_t *w_offsets, Py_ssize_t count,
+                               const floating *w, Py_ssize_t w_step, Py_ssize_t co,
+                               Py_ssize_t co_stop, const Axis *ax, Py_ssize_t rows,
+                               Py_ssize_t sx, Py_ssize_t lx) noexcept nogil:
+    """Add ``count`` gathered source rows into the output rows of channels co..co_stop,
+    CHANNELS_PER_GATHER at a time: the sources stay in L1 while every channel block
+    takes them; only the weight rows differ (w_offsets[j] within a channel's weights)."""
+    cdef const floating *wrows[CHANNELS_PER_GATHER * SOURCES_PER_GATHER]
+    cdef const floating *w_co
+    cdef Py_ssize_t n_co, c, j
+    while co < co_stop:
+        n_co = min(CHANNELS_PER_GATHER, co_stop - co)
+        for c in range(n_co):
+            w_co = w + (co + c) * w_step
+            for j in range(count):
+                wrows[c * SOURCES_PER_GATHER + j] = w_co + w_offsets[j]
+        if n_co == CHANNELS_PER_GATHER:
+            _rows_gather4(out_row + co * plane, plane, srcs, wrows, SOURCES_PER_GATHER, count,
+                          ax, rows, sx, lx)
+        else:
+            for c in range(n_co):
+                _rows_gather(out_row + (co + c) * plane, srcs, wrows + c * SOURCES_PER_GATHER,
+                             count, ax, rows, sx, lx)
+        co = co + n_co
+
+
 cdef inline void _conv_row_block(floating *out_row, const floating *large,
                                  const floating *w, const floating *bias, const Problem *p,
-                                 Py_ssize_t n, Py_ssize_t co, Py_ssize_t n_co, Py_ssize_t oz,
-                                 Py_ssize_t oy, Py_ssize_t rows) noexcept nogil:
-    """Output rows oy..oy+rows of (n, co .. co+n_co, oz), which read the same source
-    pattern (:func:`_uniform_rows`): the (channel, z tap, y tap) source rows of row oy
-    that exist, gathered in one register-blocked pass (see stc_rows_gather) -- for
-    CHANNELS_PER_GATHER output channels of a group at once, which share their sources."""
+                                 Py_ssize_t n, Py_ssize_t co, Py_ssize_t co_stop,
+                                 Py_ssize_t oz, Py_ssize_t oy, Py_ssize_t rows) noexcept nogil:
+    """Output rows oy..oy+rows of (n, co .. co_stop, oz) -- output channels of one group
+    -- which read the same source pattern (:func:`_uniform_rows`): the (channel, z tap,
+    y tap) source rows of row oy that exist, listed once and gathered in register-
+    blocked passes (see stc_rows_gather), SOURCES_PER_GATHER sources at a time for all
+    the channels.  ``out_row`` points at channel 0 of sample n's rows oz, oy."""
     cdef const Axis *az = &p.axis[0]
     cdef const Axis *ay = &p.axis[1]
     cdef const Axis *ax = &p.axis[2]
@@ -527,14 +555,11 @@ cdef inline void _conv_row_block(floating *out_row, const floating *large,
     cdef Py_ssize_t cin_g = c_in // p.groups, cout_g = p.c_small // p.groups
     cdef Py_ssize_t g = co // cout_g, cil, ci, tz, ty, iz, iy, i, c, count = 0
     cdef Py_ssize_t w_step = cin_g * kz * ky * kx   # one output channel's weights
-    # the weight rows of channel c at wrows[c * capacity ..]: one call takes at most
-    # capacity sources, so the pointers fit one fixed array whatever n_co
-    cdef Py_ssize_t capacity = ROWS_PER_GATHER // n_co
-    cdef const floating *srcs[ROWS_PER_GATHER]
-    cdef const floating *wrows[ROWS_PER_GATHER]
+    cdef const floating *srcs[SOURCES_PER_GATHER]
+    cdef Py_ssize_t w_offsets[SOURCES_PER_GATHER]
     cdef floating bias_value
-    for c in range(n_co):
-        bias_value = bias[co + c] if bias != NULL else 0
+    for c in range(co, co_stop):
+        bias_value = bias[c] if bias != NULL else 0
         for i in range(rows * sx):
             out_row[c * plane + i] = bias_value
     for cil in range(cin_g):
@@ -548,29 +573,19 @@ cdef inline void _conv_row_block(floating *out_row, const floating *large,
                 if iy < 0:
                     continue
                 srcs[count] = large + (((n * c_in + ci) * lz + iz) * ly + iy) * lx
-                wrows[count] = w + (((co * cin_g + cil) * kz + tz) * ky + ty) * kx
-                for c in range(1, n_co):
-                    wrows[c * capacity + count] = wrows[count] + c * w_step
+                w_offsets[count] = ((cil * kz + tz) * ky + ty) * kx
                 count = count + 1
-                if count == capacity:
-                    _gather_channels(out_row, plane, srcs, wrows, capacity, count, n_co, ax,
-                                     rows, sx, lx)
+                if count == SOURCES_PER_GATHER:
+                    _gather_batch(out_row, plane, srcs, w_offsets, count, w, w_step, co,
+                                  co_stop, ax, rows, sx, lx)
                     count = 0
     if count:
-        _gather_channels(out_row, plane, srcs, wrows, capacity, count, n_co, ax, rows, sx,
-                         lx)
+        _gather_batch(out_row, plane, srcs, w_offsets, count, w, w_step, co, co_stop, ax,
+                      rows, sx, lx)
 
 
-cdef inline void _gather_channels(floating *out_row, Py_ssize_t plane, const floating **srcs,
-                                  const floating **wrows, Py_ssize_t w_pitch, Py_ssize_t count,
-                                  Py_ssize_t n_co, const Axis *ax, Py_ssize_t rows,
-                                  Py_ssize_t sx, Py_ssize_t lx) noexcept nogil:
-    if n_co == CHANNELS_PER_GATHER:
-        _rows_gather4(out_row, plane, srcs, wrows, w_pitch, count, ax, rows, sx, lx)
-        return
-    cdef Py_ssize_t c
-    for c in range(n_co):
-        _rows_gather(out_row + c * plane, srcs, wrows + c * w_pitch, count, ax, rows, sx, lx)
+cdef enum:
+    ITEMS_PER_THREAD = 8  # parallel items per thread before channel blocks are split off
 
 
 cdef void _conv_rows(floating *out, const floating *x, floating *phased, const floating *w,
@@ -583,31 +598,40 @@ cdef void _conv_rows(floating *out, const floating *x, floating *phased, const f
     cdef Py_ssize_t c_out = p.c_small, cout_g = p.c_small // p.groups
     cdef Py_ssize_t y_blocks = (sy + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
     cdef Py_ssize_t co_blocks = (cout_g + CHANNELS_PER_GATHER - 1) // CHANNELS_PER_GATHER
-    cdef Py_ssize_t item, rest, n, g, co, n_co, oz, oy, stop, rows
+    # A block of rows gathers all the group's channels from one list of its sources;
+    # the channels are split into parts only as far as the threads need work.
+    cdef Py_ssize_t row_items = max(1, p.batch * p.groups * sz * y_blocks)
+    cdef Py_ssize_t parts = min(co_blocks, (ITEMS_PER_THREAD * n_threads + row_items - 1)
+                                // row_items)
+    cdef Py_ssize_t part_channels = ((co_blocks + parts - 1) // parts) * CHANNELS_PER_GATHER
+    cdef Py_ssize_t item, rest, n, g, co, co_stop, oz, oy, stop, rows
     cdef const floating *large = <const floating *> phased if p.phased_large else x
     with parallel(num_threads=n_threads):
         if p.phased_large:
             for item in prange(_large_rows(p), schedule="static"):
                 _phase_large_row(phased, x, p, item)
-        # Blocks in (sample, group, z, y block, channels of the group) order: blocks of
-        # a group's output channels read the same source rows, so taking them one after
-        # the other reads those rows from L1 instead of once per block from memory.
-        for item in prange(p.batch * p.groups * co_blocks * sz * y_blocks, schedule="static"):
-            co = (item % co_blocks) * CHANNELS_PER_GATHER
-            rest = item // co_blocks
+        # Items in (sample, group, z, y block, channel part) order: the parts of one
+        # block read the same source rows, so taking them one after the other reads
+        # those rows from cache instead of once per part from memory.
+        for item in prange(row_items * parts, schedule="static"):
+            co = (item % parts) * part_channels
+            rest = item // parts
             oy = (rest % y_blocks) * ROWS_PER_BLOCK
             rest = rest // y_blocks
             oz = rest % sz
             rest = rest // sz
             g = rest % p.groups
             n = rest // p.groups
-            n_co = min(CHANNELS_PER_GATHER, cout_g - co)
+            co_stop = min(co + part_channels, cout_g)
+            if co >= co_stop:
+                continue
             co = g * cout_g + co
+            co_stop = g * cout_g + co_stop
             stop = min(oy + ROWS_PER_BLOCK, sy)
             while oy < stop:
                 rows = _uniform_rows(ay, oy, stop - oy)
-                _conv_row_block(out + (((n * c_out + co) * sz + oz) * sy + oy) * sx, large,
-                                w, bias, p, n, co, n_co, oz, oy, rows)
+                _conv_row_block(out + ((n * c_out * sz + oz) * sy + oy) * sx, large,
+                                w, bias, p, n, co, co_stop, oz, oy, rows)
                 oy = oy + rows
 
 

@@ -159,6 +159,24 @@ def test_direct_convolution_with_padding_wider_than_the_row(pad, stride, dilatio
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("c_out, groups", [(1, 1), (6, 1), (13, 1), (40, 1), (18, 2)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_direct_convolution_splits_channels_among_threads(c_out, groups, threads):
+    # One sample, one row: the only parallel work is the output channels, which the
+    # gather splits into parts of whole 4-channel blocks (the last part partial or
+    # empty); every channel must be computed exactly once, with its own weight.
+    rng = np.random.default_rng(c_out + 100 * threads)
+    x = rng.standard_normal((1, 4 * groups, 37))
+    w = rng.standard_normal((c_out, 4, 3))
+    b = rng.standard_normal(c_out)
+    want = conv_reference(x, w, b, padding=1, groups=groups)
+    plan = make_plan(False, None, x.shape, x.dtype, w.shape, w.dtype, b.shape, b.dtype, 1, 1,
+                     0, groups, 1, None)
+    with stc.threads(threads):
+        got = _compiled.Executor(plan, "direct")(x, w, b)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 # Kernels with taps that meet only padding: a 7x3 kernel on a 2x4 plane (rows 2..4 of
 # 7 are live), a 3x3 kernel on a 1x1 plane (the centre only), a dilated 1-D kernel on
 # a row of 3 (taps 1..3 of 5), a strided 3-D layer with a dead z tap at each end.
