@@ -50,12 +50,18 @@ def _plans(layer):
     return transposed, adjoint
 
 
+# _cost's cost tables by identity -> their names in _cost.py
+TABLE_NAMES = {id(value): name for name, value in vars(_cost).items()
+               if isinstance(value, dict) and name.isupper()}
+
+
 def _table(algorithm, kernel_plan):
     """(name of the cost table, counts) of one forced call."""
     if algorithm == "gemm":
-        name = "TRANSPOSED_GEMM" if kernel_plan.transposed else "CONVOLUTION_GEMM"
-        return name, _cost.gemm_counts(kernel_plan)
-    return ("SCATTER" if kernel_plan.transposed else "GATHER"), _cost.direct_counts(kernel_plan)
+        table, counts = _cost.gemm_costs(kernel_plan), _cost.gemm_counts(kernel_plan)
+    else:
+        table, counts = _cost.direct_costs(kernel_plan), _cost.direct_counts(kernel_plan)
+    return TABLE_NAMES[id(table)], counts
 
 
 def _time(calls, rounds):

@@ -21,7 +21,9 @@ against 1.063, 2.71); on the 28 of the benchmark suite 1.003, worst 1.08 (was 1.
 
 from math import prod
 
-from ._layout import IM2COL, WHOLE_INPUT, column_source, forward_chunk
+from . import _kernels
+from ._layout import (IM2COL, WHOLE_INPUT, column_elements, column_source,
+                      forward_chunk)
 
 __all__ = ["gemm_seconds", "direct_seconds", "gemm_counts", "direct_counts"]
 
@@ -44,9 +46,9 @@ SCATTER = dict(vector_step=0.609 * NS, run=0.575 * NS, small_element=0.171 * NS,
 # to SOURCES_PER_GATHER source rows per call (stc_rows_gather4)
 GATHER = dict(vector_step=0.133 * NS, flushed_element=0.111 * NS, call=18.5 * NS,
               large_element=0.449 * NS, mac=0.0135 * NS)
-GATHER_CHANNELS = 4      # _kernels.CHANNELS_PER_GATHER
-GATHER_SOURCES = 16      # _kernels.SOURCES_PER_GATHER
-GATHER_ROWS = 8          # _kernels.ROWS_PER_BLOCK
+GATHER_CHANNELS = _kernels.GATHER_BLOCK["channels"]
+GATHER_SOURCES = _kernels.GATHER_BLOCK["sources"]
+GATHER_ROWS = _kernels.GATHER_BLOCK["rows"]
 
 # The gather estimate is fitted where DIRECT is within 4x of the best and runs low on
 # wide layers (median estimate / measured 0.85): DIRECT must look this much cheaper
@@ -92,8 +94,7 @@ def gemm_counts(plan):
     (TRANSPOSED_GEMM or CONVOLUTION_GEMM)."""
     c = _Counts(plan)
     source = column_source(plan.geometry)
-    columns = c.batch * c.groups * c.c_large * c.taps * c.small
-    copied = columns if source == IM2COL else 0
+    copied = column_elements(plan, c.batch) if source == IM2COL else 0
     # one GEMM per chunk of samples (all samples at once for WHOLE_INPUT), each
     # reading the group's weight again
     calls = 1 if source == WHOLE_INPUT else _ceil_div(c.batch, forward_chunk(plan))

@@ -494,6 +494,11 @@ cdef enum:
     CHANNELS_PER_GATHER = 4  # output channels of a group gathered by one call
 
 
+# The direct convolution's blocking, for the cost model (sparsetconv._cost).
+GATHER_BLOCK = {"channels": CHANNELS_PER_GATHER, "sources": SOURCES_PER_GATHER,
+                "rows": ROWS_PER_BLOCK}
+
+
 cdef inline Py_ssize_t _uniform_rows(const Axis *ay, Py_ssize_t oy,
                                      Py_ssize_t most) noexcept nogil:
     """How many output rows from ``oy`` on (at most ``most``) read, for every y tap,
