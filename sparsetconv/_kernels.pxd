@@ -54,10 +54,13 @@ cdef struct Problem:
     Py_ssize_t c_large          # channels of the large side
     Py_ssize_t groups
     Py_ssize_t chunk            # GEMM: samples per chunk
+    Py_ssize_t block_rows       # CONVOLVE / WEIGHT_GRADIENT GEMM, one-sample chunks:
+                                # small-side (z, y) rows per im2col + GEMM block
     ColumnSource column_source  # GEMM: see ColumnSource
-    bint phased_large           # CONVOLVE / WEIGHT_GRADIENT: copy the large input, laid
-                                # out by axis[2].layout in rows of axis[2].row_length (zeros
-                                # between); False: read it in place (x stride 1, unpadded)
+    bint phased_large           # CONVOLVE / WEIGHT_GRADIENT DIRECT: copy the large input,
+                                # laid out by axis[2].layout in rows of axis[2].row_length
+                                # (zeros between); False: read it in place (x stride 1,
+                                # unpadded; GEMM's im2col always reads it in place)
 
 
 # Workspaces, by name (NULL where the algorithm needs none).  Sizes: _layout.Workspace.

@@ -88,6 +88,16 @@ cdef extern from "_rowops.h" nogil:
                           Py_ssize_t n, float bias)
     void stc_gather_row_d(double *out, const double *src, const Py_ssize_t *map,
                           Py_ssize_t n, double bias)
+    void stc_im2col_tap_f(float *dst, const float *src, Py_ssize_t count,
+                          Py_ssize_t sample_pitch, const Py_ssize_t *zsrc,
+                          const Py_ssize_t *ysrc, Py_ssize_t sy, Py_ssize_t row0,
+                          Py_ssize_t rows, Py_ssize_t plane_pitch, Py_ssize_t row_pitch,
+                          Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t sx, Py_ssize_t step)
+    void stc_im2col_tap_d(double *dst, const double *src, Py_ssize_t count,
+                          Py_ssize_t sample_pitch, const Py_ssize_t *zsrc,
+                          const Py_ssize_t *ysrc, Py_ssize_t sy, Py_ssize_t row0,
+                          Py_ssize_t rows, Py_ssize_t plane_pitch, Py_ssize_t row_pitch,
+                          Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t sx, Py_ssize_t step)
     void stc_phase_row_f(float *dst, const float *src, const Py_ssize_t *layout, Py_ssize_t n,
                          Py_ssize_t stride)
     void stc_phase_row_d(double *dst, const double *src, const Py_ssize_t *layout,
@@ -641,18 +651,21 @@ cdef void _conv_rows(floating *out, const floating *x, floating *phased, const f
 
 
 cdef void _im2col(floating *cols, const floating *large, Py_ssize_t count,
-                  const Problem *p, int n_threads) noexcept nogil:
-    """cols[(c, tz, ty, tx), (n, oz, oy, ox)] = the large input under that tap for
-    ``count`` samples starting at ``large``, zero where the tap is in the padding."""
+                  Py_ssize_t row0, Py_ssize_t rows, const Problem *p,
+                  int n_threads) noexcept nogil:
+    """cols[(c, tz, ty, tx), (n, r, ox)] = the large input (natural order, read in
+    place) under that tap for ``count`` samples starting at ``large`` and their
+    small-side rows r = (oz, oy) in [row0, row0 + rows), zero where the tap is in the
+    padding."""
     cdef const Axis *az = &p.axis[0]
     cdef const Axis *ay = &p.axis[1]
     cdef const Axis *ax = &p.axis[2]
     cdef Py_ssize_t sz = az.small, sy = ay.small, sx = ax.small
-    cdef Py_ssize_t lz = az.large, ly = ay.large, lx = ax.row_length
+    cdef Py_ssize_t ly = ay.large, lx = ax.large
     cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
-    cdef Py_ssize_t c_in = p.c_large
-    cdef Py_ssize_t width = count * sz * sy * sx
-    cdef Py_ssize_t item, rest, ci, tz, ty, tx, n, oz, oy, iz, iy, i, i0, i1
+    cdef Py_ssize_t c_in = p.c_large, plane = az.large * ly * lx
+    cdef Py_ssize_t width = count * rows * sx
+    cdef Py_ssize_t item, rest, ci, tz, ty, tx, i0, i1, start
     cdef floating *dst
     cdef const floating *src
     for item in prange(c_in * kz * ky, schedule="static", num_threads=n_threads):
@@ -661,26 +674,20 @@ cdef void _im2col(floating *cols, const floating *large, Py_ssize_t count,
         tz = rest % kz
         ci = rest // kz
         for tx in range(kx):
+            dst = cols + (item * kx + tx) * width
             i0 = ax.first[tx]
             i1 = ax.stop[tx]
-            for n in range(count):
-                for oz in range(sz):
-                    iz = az.source[tz * sz + oz]
-                    for oy in range(sy):
-                        iy = ay.source[ty * sy + oy]
-                        dst = cols + (item * kx + tx) * width + ((n * sz + oz) * sy + oy) * sx
-                        if iz < 0 or iy < 0 or i1 <= i0:
-                            memset(dst, 0, sx * sizeof(floating))
-                            continue
-                        src = (large + (((n * c_in + ci) * lz + iz) * ly + iy) * lx
-                               + ax.offset[tx])
-                        # plain loops, not memcpy: the rows are often only 4-16 long
-                        for i in range(i0):
-                            dst[i] = 0
-                        for i in range(i0, i1):
-                            dst[i] = src[i]
-                        for i in range(i1, sx):
-                            dst[i] = 0
+            # the natural x position of the run's first element (any, if it is empty)
+            start = ax.source[tx * sx + i0] if i1 > i0 else 0
+            src = large + ci * plane + start
+            if floating is float:
+                stc_im2col_tap_f(dst, src, count, c_in * plane, az.source + tz * sz,
+                                 ay.source + ty * sy, sy, row0, rows, ly * lx, lx,
+                                 i0, i1, sx, ax.stride)
+            else:
+                stc_im2col_tap_d(dst, src, count, c_in * plane, az.source + tz * sz,
+                                 ay.source + ty * sy, sy, row0, rows, ly * lx, lx,
+                                 i0, i1, sx, ax.stride)
 
 
 cdef void _conv_chunk(floating *out, const floating *large, floating *w,
@@ -693,23 +700,34 @@ cdef void _conv_chunk(floating *out, const floating *large, floating *w,
     cdef Py_ssize_t size = _small_size(p)
     cdef Py_ssize_t cout_g = c_out // p.groups
     cdef Py_ssize_t width = count * size, depth = (p.c_large // p.groups) * _kernel_size(p)
-    cdef Py_ssize_t row, n, co, i
+    cdef Py_ssize_t rows = p.axis[0].small * p.axis[1].small, sx = p.axis[2].small
+    cdef Py_ssize_t row, n, co, i, row0, block
     cdef floating bias_value
     cdef floating *target
-    _im2col(cols, large + first * p.c_large * _large_plane(p), count, p, n_threads)
     if count == 1:
         # one sample: the product's (channel, position) layout is the output's, so the
-        # GEMM accumulates onto the bias straight in the output
+        # GEMM accumulates onto the bias straight in the output, a block of small-side
+        # rows at a time (p.block_rows) so that the block's columns are still in cache
+        # when BLAS packs them
         target = out + first * c_out * size
         for row in prange(c_out, schedule="static", num_threads=n_threads):
             bias_value = bias[row] if bias != NULL else 0
             for i in range(size):
                 target[row * size + i] = bias_value
-        _grouped_gemm(b'N', b'N', <int> width, <int> cout_g, <int> depth,
-                      cols, <int> width, depth * width,
-                      w, <int> depth, cout_g * depth,
-                      1, target, <int> width, cout_g * width, p.groups, n_threads)
+        row0 = 0
+        while row0 < rows:
+            block = min(p.block_rows, rows - row0)
+            width = block * sx
+            _im2col(cols, large + first * p.c_large * _large_plane(p), 1, row0, block, p,
+                    n_threads)
+            _grouped_gemm(b'N', b'N', <int> width, <int> cout_g, <int> depth,
+                          cols, <int> width, depth * width,
+                          w, <int> depth, cout_g * depth,
+                          1, target + row0 * sx, <int> size, cout_g * size, p.groups,
+                          n_threads)
+            row0 = row0 + block
         return
+    _im2col(cols, large + first * p.c_large * _large_plane(p), count, 0, rows, p, n_threads)
     # Row-major product (cout_g, width) = W_g (cout_g x depth) @ cols_g (depth x width);
     # column-major: product^T = cols_g^T @ W_g^T, both as 'N'.
     _grouped_gemm(b'N', b'N', <int> width, <int> cout_g, <int> depth,
@@ -837,15 +855,35 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
     cdef Py_ssize_t size = _small_size(p)
     cdef Py_ssize_t cs_g = c_small // p.groups
     cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p)
-    cdef Py_ssize_t item, first, count, width, c, n
+    cdef Py_ssize_t rows = p.axis[0].small * p.axis[1].small, sx = p.axis[2].small
+    cdef Py_ssize_t item, first, count, width, c, n, row0, block
     cdef floating *cols = <floating *> buf.columns
     cdef floating *packed = <floating *> buf.packed
     cdef floating beta
     for item in range((batch + chunk - 1) // chunk):
         first = item * chunk
         count = min(chunk, batch - first)
+        if count == 1 and packed == NULL:
+            # one sample: a block of small-side rows at a time (p.block_rows), each
+            # GEMM reducing over the block's positions, so the block's columns are
+            # still in cache when BLAS packs them
+            row0 = 0
+            while row0 < rows:
+                block = min(p.block_rows, rows - row0)
+                width = block * sx
+                _im2col(cols, large + first * p.c_large * _large_plane(p), 1, row0, block,
+                        p, n_threads)
+                beta = 0 if item == 0 and row0 == 0 else 1
+                _grouped_gemm(b'T', b'N', <int> depth, <int> cs_g, <int> width,
+                              cols, <int> width, depth * width,
+                              <floating *> small + first * c_small * size + row0 * sx,
+                              <int> size, cs_g * size,
+                              beta, grad_w, <int> depth, cs_g * depth, p.groups, n_threads)
+                row0 = row0 + block
+            continue
         width = count * size
-        _im2col(cols, large + first * p.c_large * _large_plane(p), count, p, n_threads)
+        _im2col(cols, large + first * p.c_large * _large_plane(p), count, 0, rows, p,
+                n_threads)
         if packed == NULL:
             for n in range(count):
                 beta = 0 if item == 0 and n == 0 else 1
@@ -1125,6 +1163,7 @@ cdef class Kernel:
         self.problem.c_large = layout.c_large
         self.problem.groups = layout.groups
         self.problem.chunk = layout.chunk
+        self.problem.block_rows = layout.block_rows
         self.problem.column_source = layout.column_source
         self.problem.phased_large = layout.phased_large
         self.direction = layout.direction
@@ -1202,8 +1241,7 @@ cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const fl
             _transpose_planes(out, x, w, bias, <floating *> buf.scratch, p, n_threads)
         return
     if p.algorithm == GEMM:
-        large = _phase_large(<floating *> buf.phased, x, p, n_threads)
-        _conv_gemm(out, large, w, bias, buf, p, n_threads, whole_chunks)
+        _conv_gemm(out, x, w, bias, buf, p, n_threads, whole_chunks)
     else:
         _conv_rows(out, x, <floating *> buf.phased, w, bias, p, n_threads)
 
@@ -1216,7 +1254,6 @@ cdef void _weight_gradient(const Problem *p, const Buffers *buf, floating *grad_
         _direct_columns_weight_gradient(grad_w, small, large_in, p, n_threads)
         return
     if p.algorithm == GEMM:
-        large = _phase_large(<floating *> buf.phased, large_in, p, n_threads)
-        _weight_grad_gemm(grad_w, small, large, buf, p, n_threads)
+        _weight_grad_gemm(grad_w, small, large_in, buf, p, n_threads)
     else:
         _weight_grad_rows(grad_w, small, large_in, <floating *> buf.phased, p, n_threads)

@@ -79,6 +79,7 @@ class Layout:
     groups: int
     chunk: int
     column_source: int
+    block_rows: int
     phased_large: bool
     axes: tuple
     workspace: Workspace
@@ -182,6 +183,16 @@ def forward_chunk(plan):
     return max(1, min(_batch(plan), wanted, fit))
 
 
+def block_rows_per_gemm(plan):
+    """Small-side (z, y) rows per im2col + GEMM block of a one-sample chunk (the
+    convolution and the weight gradient): the fewest whole rows with GEMM_MIN_WIDTH columns -- enough for BLAS to
+    run at speed, few enough that the block's columns are still in cache when BLAS
+    packs them (a 3-D layer's whole-plane columns, 8 MiB, ran 1.2x slower)."""
+    g = plan.geometry.lifted(3)
+    rows, row = g.small[0] * g.small[1], g.small[2]
+    return max(1, min(rows, -(-GEMM_MIN_WIDTH // row)))
+
+
 # A weight-gradient GEMM reduces over positions: with at least this many per sample it
 # runs one GEMM per sample straight from the small side (no packed copy of it, and
 # chunks sized like the forward's, whose columns stay in cache); below, the samples'
@@ -276,17 +287,26 @@ def build_layout(plan, direction, algorithm):
         return Layout(
             direction=direction, algorithm=algorithm, batch=batch,
             c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,
-            chunk=1, column_source=source, phased_large=False, axes=axes,
+            chunk=1, column_source=source, block_rows=1, phased_large=False, axes=axes,
             workspace=Workspace(),
         )
     chunk = weight_gradient_chunk(plan) if direction == WEIGHT_GRADIENT else forward_chunk(plan)
     columns = plan.large_channels * kernel_size * chunk * small_size if gemm else 0
+    rows = g.small[0] * g.small[1]
+    block_rows = rows
+    if gemm and chunk == 1 and (direction == CONVOLVE or (
+            direction == WEIGHT_GRADIENT and weight_gradient_per_sample(plan))):
+        # the kernels take a one-sample chunk a block of rows at a time
+        block_rows = block_rows_per_gemm(plan)
+        columns = plan.large_channels * kernel_size * block_rows * g.small[2]
     if direction != TRANSPOSE and algorithm == DIRECT:
         padded = _zero_padded_x(g, axes[2])
         if padded is not None:
             axes = axes[:2] + (padded,)
     row_length = axes[2].row_length
-    phased_large = direction != TRANSPOSE and (g.stride[-1] > 1 or row_length != g.large[-1])
+    # the direct convolution reads phase-major rows; im2col reads the input in place
+    phased_large = (direction != TRANSPOSE and not gemm
+                    and (g.stride[-1] > 1 or row_length != g.large[-1]))
     phased = (batch * plan.large_channels * g.large[0] * g.large[1] * row_length
               if phased_large else 0)
     if direction == TRANSPOSE:
@@ -307,7 +327,8 @@ def build_layout(plan, direction, algorithm):
     return Layout(
         direction=direction, algorithm=algorithm, batch=batch,
         c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,
-        chunk=chunk if gemm else 1, column_source=IM2COL, phased_large=phased_large,
+        chunk=chunk if gemm else 1, column_source=IM2COL, block_rows=block_rows,
+        phased_large=phased_large,
         axes=axes,
         workspace=workspace,
     )

@@ -293,6 +293,44 @@ STC_CLONES static void stc_taps_dot_##SUFFIX(                                   
         acc[k] += sum;                                                                     \
     }                                                                                      \
 }                                                                                          \
+/* One tap's rows of an im2col block: for `count` samples (`sample_pitch` apart) and   */ \
+/* the small-side rows (oz, oy) = row0 .. row0+rows-1 (oy fastest, `sy` per oz), the  */ \
+/* column row gets dst[i] = s[(i - i0) * step] for the tap's run [i0, i1) and zeros   */ \
+/* elsewhere (s: that source row from `src`); rows whose source is in the padding     */ \
+/* (zsrc/ysrc < 0) are all zeros.  The input is read where it is, in natural order    */ \
+/* (step = the x stride): a phase-major copy first cost more than the strided reads.  */ \
+/* Explicit vector blocks for step 1: rows are often 4-16 long, and a memcpy call per  */ \
+/* row cost more than the copy.                                                       */ \
+STC_CLONES static void stc_im2col_tap_##SUFFIX(                                            \
+    T *restrict dst, const T *restrict src, ptrdiff_t count, ptrdiff_t sample_pitch,       \
+    const ptrdiff_t *zsrc, const ptrdiff_t *ysrc, ptrdiff_t sy, ptrdiff_t row0,            \
+    ptrdiff_t rows, ptrdiff_t plane_pitch, ptrdiff_t row_pitch, ptrdiff_t i0,              \
+    ptrdiff_t i1, ptrdiff_t sx, ptrdiff_t step)                                            \
+{                                                                                          \
+    if (i1 < i0) i1 = i0;                                                                  \
+    for (ptrdiff_t n = 0; n < count; ++n) {                                                \
+        const T *s_n = src + n * sample_pitch;                                             \
+        ptrdiff_t oz = row0 / sy, oy = row0 % sy;                                          \
+        for (ptrdiff_t r = 0; r < rows; ++r, dst += sx) {                                  \
+            ptrdiff_t iz = zsrc[oz], iy = ysrc[oy], i = 0;                                 \
+            if (++oy == sy) { oy = 0; ++oz; }                                              \
+            if (iz < 0 || iy < 0 || i1 == i0) {                                            \
+                for (; i < sx; ++i) dst[i] = 0;                                            \
+                continue;                                                                  \
+            }                                                                              \
+            const T *s = s_n + iz * plane_pitch + iy * row_pitch - i0 * step;              \
+            for (; i < i0; ++i) dst[i] = 0;                                                \
+            if (step == 1) {                                                               \
+                for (; i + 16 <= i1; i += 16)                                              \
+                    *(stc_##SUFFIX##16 *)(dst + i) = *(const stc_##SUFFIX##16 *)(s + i);   \
+                for (; i + 4 <= i1; i += 4)                                                \
+                    *(stc_##SUFFIX##4 *)(dst + i) = *(const stc_##SUFFIX##4 *)(s + i);     \
+            }                                                                              \
+            for (; i < i1; ++i) dst[i] = s[i * step];                                      \
+            for (; i < sx; ++i) dst[i] = 0;                                                \
+        }                                                                                  \
+    }                                                                                      \
+}                                                                                          \
 /* out[i] = src[map[i]] + bias: un-phase one output row                            */     \
 STC_CLONES static void stc_gather_row_##SUFFIX(                                            \
     T *restrict out, const T *restrict src, const ptrdiff_t *map, ptrdiff_t n, T bias)     \
