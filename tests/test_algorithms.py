@@ -72,6 +72,38 @@ def test_weight_gradient_gemm_per_sample(x_shape, w_shape, kw, transposed):
             assert_matches(_compiled.WeightGradient(plan, "gemm")(small, large), want)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    # conv outputs of 600 (40 rows of 15) and 550 (55 rows of 10) positions: blocks of
+    # 35 and 52 rows, the last one short
+    ((2, 2, 82, 31), (3, 2, 3, 3), dict(stride=(2, 2), padding=1, dilation=(1, 2))),
+    ((2, 2, 6, 11, 21), (2, 2, 2, 3, 3), dict(stride=(1, 1, 2), padding=1)),
+    ((1, 4, 9, 304), (4, 1, 1, 3), dict(stride=1, padding=(0, 2), groups=4, dilation=2)),
+])
+def test_gemm_blocks_of_rows_match_the_reference(x_shape, w_shape, kw):
+    """A one-sample GEMM chunk runs im2col + GEMM a block of small-side rows at a time:
+    the convolution (which is also the transposed convolution's input gradient) and
+    its weight gradient against the plain-loop reference, 1 and 2 threads."""
+    rng = np.random.default_rng(sum(x_shape))
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    bias = rng.standard_normal(w_shape[0])
+    args = (kw.get("stride", 1), kw.get("padding", 0), 0, kw.get("groups", 1),
+            kw.get("dilation", 1), None)
+    plan = make_plan(False, None, x_shape, x.dtype, w_shape, w.dtype, bias.shape,
+                     bias.dtype, *args)
+    layout = _compiled.Executor(plan, "gemm").layout
+    rows = math.prod(plan.output_shape[2:-1])
+    assert layout.chunk == 1 and layout.block_rows < rows and rows % layout.block_rows
+    assert _compiled.WeightGradient(plan, "gemm").layout.block_rows == layout.block_rows
+    want = conv_reference(x, w, bias, args[0], args[1], args[4], args[3])
+    g = rng.standard_normal(want.shape)
+    want_w = weight_gradient_reference(g, x, w_shape[2:], args[0], args[1], args[3],
+                                       args[4])
+    for threads in (1, 2):
+        with stc.threads(threads):
+            assert_matches(_compiled.Executor(plan, "gemm")(x, w, bias), want)
+            assert_matches(_compiled.WeightGradient(plan, "gemm")(g, x), want_w)
+
+
 # Each case was timed with both algorithms forced (1 thread, batch 8, 32x32, 3x3):
 # the chosen one was at least 2x faster (at 2 channel pairs 3.4x, at 4 or 8 outputs
 # of 64 inputs 5.6x and 3.7x, transposed 4 -> 64 2.2x; the wide layers are BLAS-bound).
