@@ -85,9 +85,9 @@ cdef extern from "_rowops.h" nogil:
                         const Py_ssize_t *first, const Py_ssize_t *stop,
                         const Py_ssize_t *offset)
     void stc_gather_row_f(float *out, const float *src, const Py_ssize_t *map,
-                          Py_ssize_t n, float bias)
+                          Py_ssize_t n, Py_ssize_t phases, float bias)
     void stc_gather_row_d(double *out, const double *src, const Py_ssize_t *map,
-                          Py_ssize_t n, double bias)
+                          Py_ssize_t n, Py_ssize_t phases, double bias)
     void stc_im2col_tap_f(float *dst, const float *src, Py_ssize_t count,
                           Py_ssize_t sample_pitch, const Py_ssize_t *zsrc,
                           const Py_ssize_t *ysrc, Py_ssize_t sy, Py_ssize_t row0,
@@ -200,11 +200,11 @@ cdef inline void _taps_dot(floating *acc, const floating *small_row,
 
 
 cdef inline void _gather_row(floating *out, const floating *src, const Py_ssize_t *index,
-                             Py_ssize_t n, floating bias) noexcept nogil:
+                             Py_ssize_t n, Py_ssize_t phases, floating bias) noexcept nogil:
     if floating is float:
-        stc_gather_row_f(out, src, index, n, bias)
+        stc_gather_row_f(out, src, index, n, phases, bias)
     else:
-        stc_gather_row_d(out, src, index, n, bias)
+        stc_gather_row_d(out, src, index, n, phases, bias)
 
 
 cdef inline void _phase_row(floating *dst, const floating *src, const Axis *a) noexcept nogil:
@@ -318,7 +318,7 @@ cdef void _transpose_plane(
     cdef Py_ssize_t small_size = sz * sy * sx, kernel_size = kz * ky * kx
     cdef Py_ssize_t n = plane // c_out, co = plane % c_out
     cdef Py_ssize_t g = co // cout_g, col = co % cout_g
-    cdef Py_ssize_t cil, ci, tz, ty, iz, y0, rows, oz, oy
+    cdef Py_ssize_t cil, ci, tz, ty, iz, y0, rows, oz, oy, phases
     cdef floating *dst
     cdef const floating *src
     cdef const floating *wrow
@@ -356,11 +356,13 @@ cdef void _transpose_plane(
                             _block_axpy(dst, lx, src, rows, wrow, ax)
                         else:
                             _block_outer_axpy(dst, lx, src, rows, wrow, ax)
+    # the scratch's x axis is phase-major with the x stride, natural for KERNEL_ROWS
+    phases = 1 if p.algorithm == KERNEL_ROWS else ax.stride
     for oz in range(lz):
         for oy in range(ly):
             _gather_row(out + ((plane * lz + oz) * ly + oy) * lx,
                         scratch + az.layout[oz] * z_stride + ay.layout[oy] * lx,
-                        ax.layout, lx, bias_value)
+                        ax.layout, lx, phases, bias_value)
 
 
 cdef void _transpose_planes(floating *out, const floating *x, const floating *w,

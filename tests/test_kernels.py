@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import sparsetconv as stc
 from conftest import LAYOUTS, assert_matches, conv_configs, relayout
+from reference import conv_transpose_reference
 from sparsetconv import _compiled
 from sparsetconv import _layout as _layout_module
 from sparsetconv._plan import make_plan
@@ -111,6 +112,24 @@ def test_suite_layers_every_algorithm(name):
     for algorithm in _algorithms(plan):
         got = _compiled.Executor(plan, ALGORITHMS[algorithm])(x, w, b)
         assert_matches(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width, kernel, padding, output_padding", [
+    (8, 2, 0, 0), (16, 3, 1, 1), (17, 3, 0, 0), (17, 4, 1, 1), (9, 5, 2, 0)])
+def test_stride_two_rows_interleave(width, kernel, padding, output_padding, dtype):
+    """Stride-2 output rows are un-phased by interleaving their two phases (vector
+    blocks of 16 and a scalar tail, odd lengths included): every algorithm against
+    the plain-loop reference."""
+    rng = np.random.default_rng(width * kernel)
+    x = rng.standard_normal((2, 3, 3, width)).astype(dtype)
+    w = rng.standard_normal((3, 2, 2, kernel)).astype(dtype)
+    b = rng.standard_normal(2).astype(dtype)
+    want = conv_transpose_reference(x, w, b, 2, padding, output_padding)
+    assert want.shape[-1] in (16, 17, 32, 35)
+    plan = _plan(True, x, w, b, 2, padding, output_padding, 1, 1)
+    for name in _algorithms(plan):
+        assert_matches(_compiled.Executor(plan, ALGORITHMS[name])(x, w, b), want)
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
