@@ -244,6 +244,16 @@ def column_source(geometry):
     return IM2COL
 
 
+def whole_input_by_samples(plan, direction, source):
+    """Whether a WHOLE_INPUT convolution multiplies with the samples as BLAS's m side
+    (into a product of ``batch x channels``, then transposed into the output) rather
+    than the output channels: when there are fewer samples than a group's output
+    channels.  Timed with OpenBLAS (one thread, k = 1024-8192): the smaller of the
+    two as m ran 1.2-4x faster in every case (4 x 100: 0.24 vs 1.02 ms)."""
+    return (direction == CONVOLVE and source == WHOLE_INPUT
+            and _batch(plan) < plan.small_channels // plan.groups)
+
+
 def unsupported(plan, direction, algorithm):
     """Why ``algorithm`` cannot run ``plan`` in ``direction`` (None when it can)."""
     names = {v: k for k, v in ALGORITHMS.items()}
@@ -288,7 +298,8 @@ def build_layout(plan, direction, algorithm):
             direction=direction, algorithm=algorithm, batch=batch,
             c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,
             chunk=1, column_source=source, block_rows=1, phased_large=False, axes=axes,
-            workspace=Workspace(),
+            workspace=Workspace(product=plan.small_channels * batch
+                                if whole_input_by_samples(plan, direction, source) else 0),
         )
     chunk = weight_gradient_chunk(plan) if direction == WEIGHT_GRADIENT else forward_chunk(plan)
     columns = plan.large_channels * kernel_size * chunk * small_size if gemm else 0

@@ -104,6 +104,27 @@ def test_gemm_blocks_of_rows_match_the_reference(x_shape, w_shape, kw):
             assert_matches(_compiled.WeightGradient(plan, "gemm")(g, x), want_w)
 
 
+@pytest.mark.parametrize("batch, groups", [(1, 1), (3, 1), (3, 2), (6, 2), (12, 1)])
+def test_whole_input_convolution_either_gemm_side(batch, groups):
+    """A kernel covering the whole input: one GEMM over the samples' planes, with the
+    samples or the output channels as BLAS's m side (fewer samples than a group's
+    channels: samples, through a transposed product) -- both against the reference."""
+    rng = np.random.default_rng(batch + groups)
+    x = rng.standard_normal((batch, 4, 3, 5))
+    w = rng.standard_normal((8, 4 // groups, 3, 5))
+    bias = rng.standard_normal(8)
+    plan = make_plan(False, None, x.shape, x.dtype, w.shape, w.dtype, bias.shape,
+                     bias.dtype, 1, 0, 0, groups, 1, None)
+    layout = _compiled.Executor(plan, "gemm").layout
+    assert layout.column_source == _layout.WHOLE_INPUT
+    assert (layout.workspace.product > 0) == (batch < 8 // groups)
+    want = conv_reference(x, w, bias, groups=groups)
+    for threads in (1, 2):
+        with stc.threads(threads):
+            assert_matches(_compiled.Executor(plan, "gemm")(x, w, bias), want)
+            assert_matches(stc.conv(x, w, bias, groups=groups), want)
+
+
 # Each case was timed with both algorithms forced (1 thread, batch 8, 32x32, 3x3):
 # the chosen one was at least 2x faster (at 2 channel pairs 3.4x, at 4 or 8 outputs
 # of 64 inputs 5.6x and 3.7x, transposed 4 -> 64 2.2x; the wide layers are BLAS-bound).
