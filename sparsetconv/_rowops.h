@@ -382,6 +382,26 @@ STC_CLONES static void stc_phase_row_##SUFFIX(                                  
     ptrdiff_t stride)                                                                      \
 {                                                                                          \
     ptrdiff_t phases = stride < n ? stride : n;                                            \
+    if (stride == 2 && n >= 2) {                                                           \
+        /* de-interleave with vector shuffles (the strided loads were a quarter of a */ \
+        /* stride-2 depthwise convolution's time)                                    */ \
+        T *restrict a = dst + layout[0], *restrict b = dst + layout[1];                    \
+        ptrdiff_t half = n / 2, m = 0;                                                     \
+        for (; STC_HAVE_SHUFFLE && m + 8 <= half; m += 8) {                                \
+            stc_##SUFFIX##8 v0 = *(const stc_##SUFFIX##8 *)(src + 2 * m);                  \
+            stc_##SUFFIX##8 v1 = *(const stc_##SUFFIX##8 *)(src + 2 * m + 8);              \
+            *(stc_##SUFFIX##8 *)(a + m) =                                                  \
+                STC_SHUFFLE8(SUFFIX, v0, v1, 0, 2, 4, 6, 8, 10, 12, 14);                   \
+            *(stc_##SUFFIX##8 *)(b + m) =                                                  \
+                STC_SHUFFLE8(SUFFIX, v0, v1, 1, 3, 5, 7, 9, 11, 13, 15);                   \
+        }                                                                                  \
+        for (; m < half; ++m) {                                                            \
+            a[m] = src[2 * m];                                                             \
+            b[m] = src[2 * m + 1];                                                         \
+        }                                                                                  \
+        if (n & 1) a[half] = src[n - 1];                                                   \
+        return;                                                                            \
+    }                                                                                      \
     for (ptrdiff_t r = 0; r < phases; ++r) {                                               \
         T *restrict d = dst + layout[r];                                                   \
         ptrdiff_t count = (n - r + stride - 1) / stride;                                   \

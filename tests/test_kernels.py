@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import sparsetconv as stc
 from conftest import LAYOUTS, assert_matches, conv_configs, relayout
-from reference import conv_transpose_reference
+from reference import conv_reference, conv_transpose_reference, weight_gradient_reference
 from sparsetconv import _compiled
 from sparsetconv import _layout as _layout_module
 from sparsetconv._plan import make_plan
@@ -130,6 +130,26 @@ def test_stride_two_rows_interleave(width, kernel, padding, output_padding, dtyp
     plan = _plan(True, x, w, b, 2, padding, output_padding, 1, 1)
     for name in _algorithms(plan):
         assert_matches(_compiled.Executor(plan, ALGORITHMS[name])(x, w, b), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width, kernel, padding", [
+    (16, 2, 0), (17, 3, 1), (32, 4, 1), (35, 3, 0), (35, 5, 2)])
+def test_stride_two_rows_deinterleave(width, kernel, padding, dtype):
+    """The direct convolution and weight gradient lay stride-2 input rows out phase by
+    phase by de-interleaving them (vector blocks of 16 and a scalar tail): against
+    the plain-loop reference, every algorithm."""
+    rng = np.random.default_rng(width * kernel + 1)
+    x = rng.standard_normal((2, 3, 5, width)).astype(dtype)
+    w = rng.standard_normal((2, 3, 2, kernel)).astype(dtype)
+    b = rng.standard_normal(2).astype(dtype)
+    want = conv_reference(x, w, b, 2, padding)
+    plan = _plan(False, x, w, b, 2, padding, 0, 1, 1)
+    g = rng.standard_normal(want.shape).astype(dtype)
+    want_w = weight_gradient_reference(g, x, w.shape[2:], 2, padding)
+    for name in _algorithms(plan):
+        assert_matches(_compiled.Executor(plan, ALGORITHMS[name])(x, w, b), want)
+        assert_matches(_compiled.WeightGradient(plan, ALGORITHMS[name])(g, x), want_w)
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
