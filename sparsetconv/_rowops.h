@@ -314,8 +314,8 @@ STC_CLONES static void stc_taps_dot_##SUFFIX(                                   
 /* elsewhere (s: that source row from `src`); rows whose source is in the padding     */ \
 /* (zsrc/ysrc < 0) are all zeros.  The input is read where it is, in natural order    */ \
 /* (step = the x stride): a phase-major copy first cost more than the strided reads.  */ \
-/* Explicit vector blocks for step 1: rows are often 4-16 long, and a memcpy call per  */ \
-/* row cost more than the copy.                                                       */ \
+/* Explicit vector blocks for steps 1 and 2: rows are often 4-16 long (a memcpy call  */ \
+/* per row cost more than the copy), and strided loads were a third of GEMM time.  */ \
 STC_CLONES static void stc_im2col_tap_##SUFFIX(                                            \
     T *restrict dst, const T *restrict src, ptrdiff_t count, ptrdiff_t sample_pitch,       \
     const ptrdiff_t *zsrc, const ptrdiff_t *ysrc, ptrdiff_t sy, ptrdiff_t row0,            \
@@ -340,6 +340,16 @@ STC_CLONES static void stc_im2col_tap_##SUFFIX(                                 
                     *(stc_##SUFFIX##16 *)(dst + i) = *(const stc_##SUFFIX##16 *)(s + i);   \
                 for (; i + 4 <= i1; i += 4)                                                \
                     *(stc_##SUFFIX##4 *)(dst + i) = *(const stc_##SUFFIX##4 *)(s + i);     \
+            } else if (step == 2) {                                                        \
+                /* 8 at a time from two loads ending at the block's last element (no    */ \
+                /* read past the run): lanes 0-6 even of the first, 9-15 odd of the     */ \
+                /* second (offset by 7)                                                 */ \
+                for (; STC_HAVE_SHUFFLE && i + 8 <= i1; i += 8) {                          \
+                    stc_##SUFFIX##8 v0 = *(const stc_##SUFFIX##8 *)(s + 2 * i);            \
+                    stc_##SUFFIX##8 v1 = *(const stc_##SUFFIX##8 *)(s + 2 * i + 7);        \
+                    *(stc_##SUFFIX##8 *)(dst + i) =                                        \
+                        STC_SHUFFLE8(SUFFIX, v0, v1, 0, 2, 4, 6, 9, 11, 13, 15);           \
+                }                                                                          \
             }                                                                              \
             for (; i < i1; ++i) dst[i] = s[i * step];                                      \
             for (; i < sx; ++i) dst[i] = 0;                                                \
