@@ -11,19 +11,18 @@ uses.  That script measures and refits them on another machine.
 
 How well it chooses (time of the chosen algorithm / the faster of the two, one
 thread): on the 64 forward calls of the benchmark's own random layers (seed 0, not
-fitted) geomean 1.006, worst 1.19, where the channel-count rule it replaced gave
-1.081, worst 3.56 (at two threads, with the same one-thread costs: 1.007, worst 1.21,
-against 1.063, 2.71); on the 28 of the benchmark suite 1.003, worst 1.08 (was 1.040,
-1.75).  Estimate / measured time on the fitted calls, 10th-90th percentile: GEMM
-0.68-1.15 (transposed) and 0.80-1.13 (convolution), SCATTER 0.74-1.21, GATHER
-0.58-1.26.
+fitted) geomean 1.027, worst 1.57 (the tables fitted before im2col was blocked and
+read the input in place gave 1.032, worst 1.68 on the same timings; the channel-count
+rule before them 1.081, worst 3.56); on the 288 fitted calls 1.026, worst 2.09.
+Estimate / measured time on the fitted calls, 10th-90th percentile: GEMM 0.60-1.24
+(transposed) and 0.60-1.16 (convolution), SCATTER 0.62-1.31, GATHER 0.55-1.25.
 """
 
 from math import prod
 
 from . import _kernels
-from ._layout import (IM2COL, WHOLE_INPUT, column_elements, column_source,
-                      forward_chunk)
+from ._layout import (IM2COL, WHOLE_INPUT, block_rows_per_gemm, column_elements,
+                      column_source, forward_chunk)
 
 __all__ = ["gemm_seconds", "direct_seconds", "gemm_counts", "direct_counts"]
 
@@ -31,21 +30,22 @@ NS = 1e-9
 
 # --- GEMM (BLAS sgemm/dgemm on a group's channels, a chunk of samples at a time) ---
 # seconds per unit, transposed convolution (columns = W^T x, then col2im)
-TRANSPOSED_GEMM = dict(mac=0.0192 * NS, column_row=1.73 * NS, column_element=0.178 * NS,
-                       small_element=0.259 * NS, large_element=0.439 * NS,
-                       weight_read=0.484 * NS)
+TRANSPOSED_GEMM = dict(mac=0.0231 * NS, column_row=2.64 * NS, column_element=0.289 * NS,
+                       small_element=0.0, large_element=0.345 * NS,
+                       weight_read=0.952 * NS)
 # convolution (im2col, then W @ columns)
-CONVOLUTION_GEMM = dict(mac=0.0187 * NS, column_row=4.33 * NS, column_element=0.403 * NS,
-                        small_element=0.0, large_element=0.517 * NS, weight_read=0.174 * NS)
+CONVOLUTION_GEMM = dict(mac=0.0228 * NS, column_row=6.22 * NS, column_element=0.112 * NS,
+                        small_element=0.01 * NS, large_element=0.626 * NS,
+                        weight_read=0.282 * NS)
 
 # --- DIRECT (the row kernels) ---
 # transposed: each input row scattered once per tap and output channel (stc_block_axpy)
-SCATTER = dict(vector_step=0.609 * NS, run=0.575 * NS, small_element=0.171 * NS,
-               large_element=0.452 * NS)
+SCATTER = dict(vector_step=0.762 * NS, run=0.881 * NS, small_element=0.579 * NS,
+               large_element=0.426 * NS)
 # convolution: output rows gathered in registers, CHANNELS_PER_GATHER channels and up
 # to SOURCES_PER_GATHER source rows per call (stc_rows_gather4)
-GATHER = dict(vector_step=0.133 * NS, flushed_element=0.111 * NS, call=18.5 * NS,
-              large_element=0.449 * NS, mac=0.0135 * NS)
+GATHER = dict(vector_step=0.162 * NS, flushed_element=0.162 * NS, call=8.55 * NS,
+              large_element=0.578 * NS, mac=0.0183 * NS)
 GATHER_CHANNELS = _kernels.GATHER_BLOCK["channels"]
 GATHER_SOURCES = _kernels.GATHER_BLOCK["sources"]
 GATHER_ROWS = _kernels.GATHER_BLOCK["rows"]
@@ -95,9 +95,13 @@ def gemm_counts(plan):
     c = _Counts(plan)
     source = column_source(plan.geometry)
     copied = column_elements(plan, c.batch) if source == IM2COL else 0
-    # one GEMM per chunk of samples (all samples at once for WHOLE_INPUT), each
-    # reading the group's weight again
+    # one GEMM per chunk of samples (all samples at once for WHOLE_INPUT) -- for a
+    # convolution's one-sample chunks, one per block of rows -- each reading the
+    # group's weight again
     calls = 1 if source == WHOLE_INPUT else _ceil_div(c.batch, forward_chunk(plan))
+    if source == IM2COL and not plan.transposed and forward_chunk(plan) == 1:
+        g = plan.geometry.lifted(3)
+        calls *= _ceil_div(g.small[0] * g.small[1], block_rows_per_gemm(plan))
     return dict(mac=c.macs, column_row=copied / c.row, column_element=copied,
                 small_element=c.small_elements, large_element=c.large_elements,
                 weight_read=c.groups * c.c_small * c.c_large * c.taps * calls)
