@@ -151,7 +151,7 @@ def _workspace(name, size, dtype):
 
 
 FORWARD_BUFFERS = ("scratch", "phased", "packed", "columns", "product")
-WEIGHT_GRADIENT_BUFFERS = ("phased", "packed", "columns")
+WEIGHT_GRADIENT_BUFFERS = ("phased", "packed", "columns", "product")
 
 
 def _split(layout, n_threads, names, dtype):

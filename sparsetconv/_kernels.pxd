@@ -69,4 +69,5 @@ cdef struct Buffers:
     void *phased                # the large input, phase-major on x
     void *packed                # GEMM: one chunk's samples side by side (per chunk-thread)
     void *columns               # GEMM: one chunk's columns (per chunk-thread)
-    void *product               # CONVOLVE GEMM: one chunk's product (per chunk-thread)
+    void *product               # CONVOLVE GEMM: one chunk's product (per chunk-thread);
+                                # WEIGHT_GRADIENT GEMM: the gradient, transposed

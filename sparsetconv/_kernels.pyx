@@ -846,21 +846,47 @@ cdef inline void _pack_one(floating *dst, const floating *src, Py_ssize_t count,
         memcpy(dst + n * size, src + n * channels * size, size * sizeof(floating))
 
 
+cdef inline void _weight_grad_product(const floating *s_block, int lds, const floating *cols,
+                                      int ldc, int k, floating beta, floating *grad_w,
+                                      floating *product, const Problem *p,
+                                      int n_threads) noexcept nogil:
+    """grad_w_g (+)= S_g (cs_g x k, rows lds apart) @ cols_g^T (k x depth, columns
+    ldc apart), per group.  OpenBLAS runs this 'T','N' product faster with the smaller
+    of cs_g and depth as its m side (1.03-1.6x on the shapes timed), so when the layout
+    gave a product buffer (the output channels are fewer) it is accumulated there
+    transposed, column-major (cs_g x depth); otherwise straight into grad_w, column-
+    major (depth x cs_g)."""
+    cdef Py_ssize_t cs_g = p.c_small // p.groups
+    cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p)
+    if product == NULL:
+        _grouped_gemm(b'T', b'N', <int> depth, <int> cs_g, k,
+                      <floating *> cols, ldc, depth * ldc,
+                      <floating *> s_block, lds, cs_g * lds,
+                      beta, grad_w, <int> depth, cs_g * depth, p.groups, n_threads)
+    else:
+        _grouped_gemm(b'T', b'N', <int> cs_g, <int> depth, k,
+                      <floating *> s_block, lds, cs_g * lds,
+                      <floating *> cols, ldc, depth * ldc,
+                      beta, product, <int> cs_g, cs_g * depth, p.groups, n_threads)
+
+
 cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const floating *large,
                             const Buffers *buf, const Problem *p,
                             int n_threads) noexcept nogil:
     """GEMM, a chunk of samples at a time:
-    grad_w_g += S_g (cs_g x width) @ im2col(L)_g^T (width x cl_g*K), per group -- one
-    GEMM per sample reading S in place, or (no packed buffer) one per chunk over
-    the samples' S packed side by side (see _layout.weight_gradient_per_sample)."""
+    grad_w_g += S_g (cs_g x width) @ im2col(L)_g^T (width x cl_g*K), per group
+    (:func:`_weight_grad_product`) -- one GEMM per sample (a block of rows at a time)
+    reading S in place, or (a packed buffer) one per chunk over the samples' S packed
+    side by side (see _layout.weight_gradient_per_sample)."""
     cdef Py_ssize_t batch = p.batch, c_small = p.c_small, chunk = p.chunk
     cdef Py_ssize_t size = _small_size(p)
     cdef Py_ssize_t cs_g = c_small // p.groups
     cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p)
     cdef Py_ssize_t rows = p.axis[0].small * p.axis[1].small, sx = p.axis[2].small
-    cdef Py_ssize_t item, first, count, width, c, n, row0, block
+    cdef Py_ssize_t item, first, count, width, c, n, row0, block, g, cs, d
     cdef floating *cols = <floating *> buf.columns
     cdef floating *packed = <floating *> buf.packed
+    cdef floating *product = <floating *> buf.product
     cdef floating beta
     for item in range((batch + chunk - 1) // chunk):
         first = item * chunk
@@ -876,11 +902,9 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
                 _im2col(cols, large + first * p.c_large * _large_plane(p), 1, row0, block,
                         p, n_threads)
                 beta = 0 if item == 0 and row0 == 0 else 1
-                _grouped_gemm(b'T', b'N', <int> depth, <int> cs_g, <int> width,
-                              cols, <int> width, depth * width,
-                              <floating *> small + first * c_small * size + row0 * sx,
-                              <int> size, cs_g * size,
-                              beta, grad_w, <int> depth, cs_g * depth, p.groups, n_threads)
+                _weight_grad_product(small + first * c_small * size + row0 * sx,
+                                     <int> size, cols, <int> width, <int> width, beta,
+                                     grad_w, product, p, n_threads)
                 row0 = row0 + block
             continue
         width = count * size
@@ -889,22 +913,23 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
         if packed == NULL:
             for n in range(count):
                 beta = 0 if item == 0 and n == 0 else 1
-                _grouped_gemm(b'T', b'N', <int> depth, <int> cs_g, <int> size,
-                              cols + n * size, <int> width, depth * width,
-                              <floating *> small + (first + n) * c_small * size, <int> size,
-                              cs_g * size,
-                              beta, grad_w, <int> depth, cs_g * depth, p.groups, n_threads)
+                _weight_grad_product(small + (first + n) * c_small * size, <int> size,
+                                     cols + n * size, <int> width, <int> size, beta,
+                                     grad_w, product, p, n_threads)
             continue
         for c in prange(c_small, schedule="static", num_threads=n_threads):
             _pack_one(packed + c * width, small + (first * c_small + c) * size, count,
                       c_small, size)
         beta = 0 if item == 0 else 1
-        # Row-major grad_w_g (cs_g, depth) = S_g (cs_g x width) @ cols_g^T;
-        # column-major: (depth x cs_g) = cols_g^T' ('T', cols_g is width x depth) @ S_g^T'.
-        _grouped_gemm(b'T', b'N', <int> depth, <int> cs_g, <int> width,
-                      cols, <int> width, depth * width,
-                      packed, <int> width, cs_g * width,
-                      beta, grad_w, <int> depth, cs_g * depth, p.groups, n_threads)
+        _weight_grad_product(packed, <int> width, cols, <int> width, <int> width, beta,
+                             grad_w, product, p, n_threads)
+    if product != NULL:
+        # grad_w[g*cs_g + cs, d] = product_g[cs + d*cs_g]
+        for c in prange(c_small, schedule="static", num_threads=n_threads):
+            g = c // cs_g
+            cs = c % cs_g
+            for d in range(depth):
+                grad_w[c * depth + d] = product[g * cs_g * depth + d * cs_g + cs]
 
 
 # ---------------------------------------------------------------------------
@@ -1218,7 +1243,7 @@ cdef class Kernel:
     def weight_gradient(self, tuple shape, int typenum, object small, object large,
                         tuple workspaces, int n_threads):
         """The weight gradient of (small side, large side) as a new array of ``shape``;
-        ``workspaces`` are (phased, packed, columns), as for :meth:`forward`."""
+        ``workspaces`` are (phased, packed, columns, product), as for :meth:`forward`."""
         cdef Buffers buf
         cdef void *block
         small = _c_ready(small, typenum)
@@ -1228,9 +1253,8 @@ cdef class Kernel:
         cdef void *sp = _data(small)
         cdef void *lp = _data(large)
         buf.scratch = NULL
-        buf.product = NULL
         block = _workspaces(workspaces, typenum, &buf.phased, &buf.packed, &buf.columns,
-                            NULL, NULL)
+                            &buf.product, NULL)
         if typenum == cnp.NPY_FLOAT:
             with nogil:
                 _weight_gradient(&self.problem, &buf, <float *> o, <const float *> sp,

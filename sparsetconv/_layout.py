@@ -332,9 +332,14 @@ def build_layout(plan, direction, algorithm):
                               product=plan.small_channels * chunk * small_size
                               if gemm and chunk > 1 else 0)
     else:
+        # GEMM with fewer output channels than (channels x taps): the gradient is
+        # accumulated transposed, in a weight-sized product (see _weight_grad_product)
+        depth = (plan.large_channels // plan.groups) * kernel_size
+        by_channels = gemm and plan.small_channels // plan.groups < depth
         workspace = Workspace(phased=phased, columns=columns,
                               packed=plan.small_channels * chunk * small_size
-                              if gemm and not weight_gradient_per_sample(plan) else 0)
+                              if gemm and not weight_gradient_per_sample(plan) else 0,
+                              product=plan.small_channels * depth if by_channels else 0)
     return Layout(
         direction=direction, algorithm=algorithm, batch=batch,
         c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,

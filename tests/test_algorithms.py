@@ -125,6 +125,31 @@ def test_whole_input_convolution_either_gemm_side(batch, groups):
             assert_matches(stc.conv(x, w, bias, groups=groups), want)
 
 
+@pytest.mark.parametrize("channels", [4, 40])
+@pytest.mark.parametrize("batch, plane, groups", [
+    (3, (6, 7), 1),      # small planes: the samples' small sides packed side by side
+    (3, (16, 17), 2),    # >= 256 positions: one GEMM per sample
+    (1, (24, 26), 1),    # >= 512 positions: a block of rows at a time
+])
+def test_weight_gradient_gemm_either_side(batch, plane, groups, channels):
+    """The GEMM weight gradient runs with the output channels or (channels x taps) as
+    BLAS's m side, whichever is smaller (4 or 40 output channels per group against
+    2 x 9 = 18): both, on each of its three paths, against the reference."""
+    rng = np.random.default_rng(batch + channels)
+    x = rng.standard_normal((batch, 2 * groups) + plane)
+    w_shape = (channels * groups, 2, 3, 3)
+    plan = make_plan(False, None, x.shape, x.dtype, w_shape, x.dtype, None, None,
+                     1, 1, 0, groups, 1, None)
+    layout = _compiled.WeightGradient(plan, "gemm").layout
+    assert (layout.workspace.product > 0) == (channels < 18)
+    assert (layout.workspace.packed > 0) == (math.prod(plane) < 256)
+    g = rng.standard_normal(plan.output_shape)
+    want = weight_gradient_reference(g, x, (3, 3), 1, 1, groups)
+    for threads in (1, 2):
+        with stc.threads(threads):
+            assert_matches(_compiled.WeightGradient(plan, "gemm")(g, x), want)
+
+
 # Each case was timed with both algorithms forced (1 thread, batch 8, 32x32, 3x3):
 # the chosen one was at least 2x faster (at 2 channel pairs 3.4x, at 4 or 8 outputs
 # of 64 inputs 5.6x and 3.7x, transposed 4 -> 64 2.2x; the wide layers are BLAS-bound).
