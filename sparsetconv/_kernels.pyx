@@ -753,7 +753,10 @@ cdef void _conv_gemm(floating *out, const floating *large, floating *w,
     cdef Py_ssize_t batch = p.batch, chunk = p.chunk
     cdef Py_ssize_t size = _small_size(p)
     cdef Py_ssize_t n_chunks = (batch + chunk - 1) // chunk
-    cdef Py_ssize_t cols_len = p.c_large * _kernel_size(p) * chunk * size
+    # one thread's share of the workspaces, as _layout sized them (a one-sample chunk's
+    # columns hold one block of rows)
+    cdef Py_ssize_t cols_len = (p.c_large * _kernel_size(p) * chunk * p.block_rows
+                                * p.axis[2].small)
     cdef Py_ssize_t product_len = p.c_small * chunk * size
     cdef Py_ssize_t item, first, tid = 0
     cdef floating *cols_all = <floating *> buf.columns

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import sparsetconv as stc
 from conftest import LAYOUTS, assert_matches, conv_configs, relayout
 from reference import conv_reference, conv_transpose_reference, weight_gradient_reference
-from sparsetconv import _compiled, _cost, _layout, _plan
+from sparsetconv import _compiled, _cost, _kernels, _layout, _plan
 from sparsetconv._plan import make_plan
 
 
@@ -73,16 +73,19 @@ def test_weight_gradient_gemm_per_sample(x_shape, w_shape, kw, transposed):
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kw", [
-    # conv outputs of 600 (40 rows of 15) and 550 (55 rows of 10) positions: blocks of
+    # conv outputs of 615 (41 rows of 15) and 550 (55 rows of 10) positions: blocks of
     # 35 and 52 rows, the last one short
-    ((2, 2, 82, 31), (3, 2, 3, 3), dict(stride=(2, 2), padding=1, dilation=(1, 2))),
+    ((8, 2, 82, 31), (3, 2, 3, 3), dict(stride=(2, 2), padding=1, dilation=(1, 2))),
     ((2, 2, 6, 11, 21), (2, 2, 2, 3, 3), dict(stride=(1, 1, 2), padding=1)),
     ((1, 4, 9, 304), (4, 1, 1, 3), dict(stride=1, padding=(0, 2), groups=4, dilation=2)),
 ])
-def test_gemm_blocks_of_rows_match_the_reference(x_shape, w_shape, kw):
+def test_gemm_blocks_of_rows_match_the_reference(x_shape, w_shape, kw, monkeypatch):
     """A one-sample GEMM chunk runs im2col + GEMM a block of small-side rows at a time:
     the convolution (which is also the transposed convolution's input gradient) and
-    its weight gradient against the plain-loop reference, 1 and 2 threads."""
+    its weight gradient against the plain-loop reference, 1 and 2 threads -- two
+    threads even on these small layers, so that with several samples each thread takes
+    whole chunks in its own share of the (block-sized) workspaces."""
+    monkeypatch.setattr(_compiled, "FLOPS_PER_THREAD", 1)
     rng = np.random.default_rng(sum(x_shape))
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     bias = rng.standard_normal(w_shape[0])
@@ -100,7 +103,12 @@ def test_gemm_blocks_of_rows_match_the_reference(x_shape, w_shape, kw):
                                        args[4])
     for threads in (1, 2):
         with stc.threads(threads):
-            assert_matches(_compiled.Executor(plan, "gemm")(x, w, bias), want)
+            executor = _compiled.Executor(plan, "gemm")
+            n_threads, whole_chunks = executor._call_split()[:2]
+            assert n_threads == threads
+            assert whole_chunks == (threads == 2 and x_shape[0] > 1
+                                    and _kernels.blas_thread_hook_installed())
+            assert_matches(executor(x, w, bias), want)
             assert_matches(_compiled.WeightGradient(plan, "gemm")(g, x), want_w)
 
 
