@@ -21,8 +21,8 @@ Estimate / measured time on the fitted calls, 10th-90th percentile: GEMM 0.60-1.
 from math import prod
 
 from . import _kernels
-from ._layout import (IM2COL, WHOLE_INPUT, block_rows_per_gemm, column_elements,
-                      column_source, forward_chunk)
+from ._layout import (CONVOLVE, IM2COL, TRANSPOSE, WHOLE_INPUT, block_rows_per_gemm,
+                      column_elements, column_source, forward_chunk)
 
 __all__ = ["gemm_seconds", "direct_seconds", "gemm_counts", "direct_counts"]
 
@@ -99,9 +99,10 @@ def gemm_counts(plan):
     # convolution's one-sample chunks, one per block of rows -- each reading the
     # group's weight again
     calls = 1 if source == WHOLE_INPUT else _ceil_div(c.batch, forward_chunk(plan))
-    if source == IM2COL and not plan.transposed and forward_chunk(plan) == 1:
+    if source == IM2COL:
         g = plan.geometry.lifted(3)
-        calls *= _ceil_div(g.small[0] * g.small[1], block_rows_per_gemm(plan))
+        direction = TRANSPOSE if plan.transposed else CONVOLVE
+        calls *= _ceil_div(g.small[0] * g.small[1], block_rows_per_gemm(plan, direction))
     return dict(mac=c.macs, column_row=copied / c.row, column_element=copied,
                 small_element=c.small_elements, large_element=c.large_elements,
                 weight_read=c.groups * c.c_small * c.c_large * c.taps * calls)

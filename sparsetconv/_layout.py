@@ -183,14 +183,25 @@ def forward_chunk(plan):
     return max(1, min(_batch(plan), wanted, fit))
 
 
-def block_rows_per_gemm(plan):
-    """Small-side (z, y) rows per im2col + GEMM block of a one-sample chunk (the
-    convolution and the weight gradient): the fewest whole rows with GEMM_MIN_WIDTH columns -- enough for BLAS to
-    run at speed, few enough that the block's columns are still in cache when BLAS
-    packs them (a 3-D layer's whole-plane columns, 8 MiB, ran 1.2x slower)."""
+def block_rows_per_gemm(plan, direction):
+    """Small-side (z, y) rows per im2col + GEMM block of ``plan`` run by GEMM in
+    ``direction`` (all the rows where it is not blocked).
+
+    A one-sample chunk of the convolution or of a per-sample weight gradient runs a
+    block of rows at a time: the fewest whole rows with GEMM_MIN_WIDTH columns --
+    enough for BLAS to run at speed, few enough that the block's columns are still in
+    cache when BLAS packs them (a 3-D layer's whole-plane columns, 8 MiB, ran 1.2x
+    slower).
+    """
     g = plan.geometry.lifted(3)
     rows, row = g.small[0] * g.small[1], g.small[2]
-    return max(1, min(rows, -(-GEMM_MIN_WIDTH // row)))
+    if direction == CONVOLVE:
+        blocked = forward_chunk(plan) == 1
+    elif direction == WEIGHT_GRADIENT:
+        blocked = weight_gradient_per_sample(plan) and weight_gradient_chunk(plan) == 1
+    else:
+        blocked = False
+    return max(1, min(rows, -(-GEMM_MIN_WIDTH // row))) if blocked else rows
 
 
 # A weight-gradient GEMM reduces over positions: with at least this many per sample it
@@ -303,12 +314,9 @@ def build_layout(plan, direction, algorithm):
         )
     chunk = weight_gradient_chunk(plan) if direction == WEIGHT_GRADIENT else forward_chunk(plan)
     columns = plan.large_channels * kernel_size * chunk * small_size if gemm else 0
-    rows = g.small[0] * g.small[1]
-    block_rows = rows
-    if gemm and chunk == 1 and (direction == CONVOLVE or (
-            direction == WEIGHT_GRADIENT and weight_gradient_per_sample(plan))):
+    block_rows = block_rows_per_gemm(plan, direction)
+    if gemm and block_rows < g.small[0] * g.small[1]:
         # the kernels take a one-sample chunk a block of rows at a time
-        block_rows = block_rows_per_gemm(plan)
         columns = plan.large_channels * kernel_size * block_rows * g.small[2]
     if direction != TRANSPOSE and algorithm == DIRECT:
         padded = _zero_padded_x(g, axes[2])
