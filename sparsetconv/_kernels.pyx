@@ -109,6 +109,15 @@ COLUMN_SOURCES = {"im2col": IM2COL, "pointwise": POINTWISE, "whole_input": WHOLE
 DIRECTIONS = {"transpose": TRANSPOSE, "convolve": CONVOLVE,
               "weight_gradient": WEIGHT_GRADIENT}
 
+cdef extern from "_gemm.h" nogil:
+    int stc_gemm_available()
+    int stc_gemm_f(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                   const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb, int beta,
+                   float *c, Py_ssize_t ldc)
+    int stc_gemm_d(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                   const double *a, Py_ssize_t lda, const double *b, Py_ssize_t ldb, int beta,
+                   double *c, Py_ssize_t ldc)
+
 ctypedef int (*blas_threads_fn)(int) noexcept nogil
 
 # openblas_set_num_threads_local, when the BLAS behind scipy has it (found by
@@ -125,6 +134,84 @@ def set_blas_thread_hook(size_t address):
 
 def blas_thread_hook_installed():
     return _blas_set_local != NULL
+
+
+# GEMMs run the library's own AVX-512 kernel (_gemm.h) where the CPU has AVX-512,
+# else the BLAS; set_gemm_kernel lets tests and benchmarks pick either.
+cdef bint _own_gemm = stc_gemm_available() != 0
+GEMM_KERNELS = ("own", "blas")
+
+
+def gemm_kernel():
+    """The GEMM the kernels call: "own" (AVX-512, _gemm.h) or "blas" (SciPy's BLAS)."""
+    return "own" if _own_gemm else "blas"
+
+
+def own_gemm_available():
+    return stc_gemm_available() != 0
+
+
+def set_gemm_kernel(str name):
+    """Select the GEMM ("own" only where the CPU has AVX-512); returns the previous one."""
+    global _own_gemm
+    if name not in GEMM_KERNELS:
+        raise ValueError(f"gemm kernel must be one of {GEMM_KERNELS}, got {name!r}")
+    if name == "own" and not stc_gemm_available():
+        raise ValueError("gemm kernel 'own' needs a CPU with AVX-512 (x86-64-v4)")
+    previous = gemm_kernel()
+    _own_gemm = name == "own"
+    return previous
+
+
+cdef Py_ssize_t _leading_dimension(cnp.ndarray array):
+    if array.size and array.shape[1] > 1:
+        return array.strides[1] // array.itemsize
+    return max(1, array.shape[0])
+
+
+def own_gemm(str transa, str transb, cnp.ndarray a, cnp.ndarray b, cnp.ndarray c,
+             bint accumulate):
+    """Test entry to the own GEMM: c = op(a) @ op(b) (+ c where ``accumulate``), in place.
+
+    Each array is column-major with unit row stride (a Fortran-ordered array or a
+    slice of one: its leading dimension is its column stride); one dtype, float32 or
+    float64.  Returns False if the pack buffers could not be allocated.
+    """
+    if not stc_gemm_available():
+        raise ValueError("the own GEMM needs a CPU with AVX-512 (x86-64-v4)")
+    if transa not in ("N", "T") or transb not in ("N", "T"):
+        raise ValueError(f"transa and transb must be 'N' or 'T', got {transa!r}, {transb!r}")
+    for name, array in (("a", a), ("b", b), ("c", c)):
+        if array.ndim != 2 or array.dtype != c.dtype or array.dtype.char not in "fd":
+            raise ValueError(f"{name} must be a 2-D float32/float64 array of c's dtype")
+        # a unit dimension's stride is arbitrary (and an empty array's): only the others
+        # say what the layout is
+        if array.size and ((array.shape[0] > 1 and array.strides[0] != array.itemsize)
+                or (array.shape[1] > 1 and (array.strides[1] % array.itemsize
+                                            or array.strides[1] < array.shape[0]
+                                            * array.itemsize))):
+            raise ValueError(f"{name} must be column-major with unit row stride")
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
+    cdef Py_ssize_t k = a.shape[1] if transa == "N" else a.shape[0]
+    if (a.shape[0] if transa == "N" else a.shape[1]) != m or (
+            (b.shape[0] if transb == "N" else b.shape[1]) != k) or (
+            (b.shape[1] if transb == "N" else b.shape[0]) != n):
+        raise ValueError(f"shapes do not chain: op(a) of {(<object> a).shape}, op(b) of "
+                         f"{(<object> b).shape}, c {(<object> c).shape}")
+    cdef Py_ssize_t lda = _leading_dimension(a)
+    cdef Py_ssize_t ldb = _leading_dimension(b)
+    cdef Py_ssize_t ldc = _leading_dimension(c)
+    cdef char ta = ord(transa), tb = ord(transb)
+    cdef int status
+    if c.dtype.char == "f":
+        status = stc_gemm_f(ta, tb, m, n, k, <float *> cnp.PyArray_DATA(a), lda,
+                            <float *> cnp.PyArray_DATA(b), ldb, accumulate,
+                            <float *> cnp.PyArray_DATA(c), ldc)
+    else:
+        status = stc_gemm_d(ta, tb, m, n, k, <double *> cnp.PyArray_DATA(a), lda,
+                            <double *> cnp.PyArray_DATA(b), ldb, accumulate,
+                            <double *> cnp.PyArray_DATA(c), ldc)
+    return status == 0
 
 
 def simd_path():
@@ -217,8 +304,15 @@ cdef inline void _phase_row(floating *dst, const floating *src, const Axis *a) n
 cdef inline void _gemm(char *transa, char *transb, int m, int n, int k, floating *a, int lda,
                        floating *b, int ldb, floating beta, floating *c,
                        int ldc) noexcept nogil:
-    """C = op(A) @ op(B) + beta C in BLAS's column-major terms (alpha 1)."""
+    """C = op(A) @ op(B) + beta C in BLAS's column-major terms (alpha 1, beta 0 or 1)."""
     cdef floating one = 1
+    if _own_gemm:
+        if floating is float:
+            if stc_gemm_f(transa[0], transb[0], m, n, k, a, lda, b, ldb, beta != 0, c, ldc) == 0:
+                return
+        else:
+            if stc_gemm_d(transa[0], transb[0], m, n, k, a, lda, b, ldb, beta != 0, c, ldc) == 0:
+                return
     if floating is float:
         sgemm(transa, transb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc)
     else:
@@ -241,7 +335,7 @@ cdef void _grouped_gemm(char *transa, char *transb, int m, int n, int k,
     cdef floating *a_block
     cdef floating *b_block
     cdef int previous = 0
-    if _blas_set_local == NULL:
+    if _blas_set_local == NULL and not _own_gemm:
         n_threads = 1
     if groups < n_threads:
         chunks = (n_threads + groups - 1) // groups

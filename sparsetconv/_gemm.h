@@ -1,0 +1,219 @@
+/* A packed, register-blocked GEMM for CPUs with AVX-512.
+ *
+ * C = op(A) op(B) + beta C, column-major, alpha 1, beta 0 or 1: the same contract as
+ * the BLAS calls in _kernels.pyx, which route here when stc_gemm_available().  Why
+ * not always BLAS: the BLAS behind SciPy may run kernels narrower than the CPU (an
+ * OpenBLAS pinned to its AVX2 kernels by OPENBLAS_CORETYPE, or a build without
+ * AVX-512 ones), which halves every convolution GEMM on an AVX-512 machine.  With its
+ * own kernel the library's GEMMs run the CPU's widest vectors whatever the BLAS.
+ *
+ * The loop nest is the usual one (Goto / BLIS): a KC x NC block of op(B) is packed
+ * into panels of NR columns (kept in L3/L2), an MC x KC block of op(A) into panels of
+ * MR rows (kept in L2), and an MR x NR micro-kernel runs KC rank-1 updates on
+ * registers (MR = two vectors, NR = 12: 24 accumulators of the 32 zmm registers).
+ * Panels are zero-padded to whole MR / NR, so the micro-kernel never branches; edge
+ * tiles are written through a small buffer.  Single-threaded: callers split C.
+ *
+ * Pack buffers: malloc'd per call, at most (MC + NC) * KC elements (a fixed cap,
+ * about 4 MB in float32), whatever the problem size.
+ */
+#ifndef SPARSETCONV_GEMM_H
+#define SPARSETCONV_GEMM_H
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(STC_NO_OWN_GEMM)
+#define STC_OWN_GEMM 1
+#define STC_GEMM_TARGET __attribute__((target("arch=x86-64-v4")))
+static int stc_gemm_available(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v4");
+}
+#else
+#define STC_OWN_GEMM 0
+#define STC_GEMM_TARGET
+static int stc_gemm_available(void) { return 0; }
+#endif
+
+#define STC_GEMM_NR 12
+#define STC_GEMM_KC 256
+#define STC_GEMM_MC 256
+#define STC_GEMM_NC 3072
+
+#define STC_GEMM_DEFINE(T, SUFFIX, LANES)                                                   \
+typedef T stc_gv_##SUFFIX __attribute__((vector_size(64), aligned(64)));                   \
+typedef T stc_gu_##SUFFIX __attribute__((vector_size(64), aligned(sizeof(T))));            \
+                                                                                            \
+/* the MR x NR tile of C at c += (or =, beta 0) the panels' product over kc */              \
+STC_GEMM_TARGET static void stc_gemm_tile_##SUFFIX(                                         \
+    ptrdiff_t kc, const T *ap, const T *bp, T *c, ptrdiff_t ldc, int beta,                  \
+    ptrdiff_t rows, ptrdiff_t cols)                                                         \
+{                                                                                           \
+    enum { MR = 2 * LANES, NR = STC_GEMM_NR };                                              \
+    stc_gv_##SUFFIX lo[NR], hi[NR];                                                         \
+    for (int j = 0; j < NR; j++) {                                                          \
+        lo[j] = (stc_gv_##SUFFIX){0};                                                       \
+        hi[j] = (stc_gv_##SUFFIX){0};                                                       \
+    }                                                                                       \
+    for (ptrdiff_t p = 0; p < kc; p++) {                                                    \
+        stc_gv_##SUFFIX a0 = ((const stc_gv_##SUFFIX *) ap)[0];                             \
+        stc_gv_##SUFFIX a1 = ((const stc_gv_##SUFFIX *) ap)[1];                             \
+        for (int j = 0; j < NR; j++) {                                                      \
+            lo[j] += a0 * bp[j];                                                            \
+            hi[j] += a1 * bp[j];                                                            \
+        }                                                                                   \
+        ap += MR;                                                                           \
+        bp += NR;                                                                           \
+    }                                                                                       \
+    if (rows == MR && cols == NR) {                                                         \
+        for (int j = 0; j < NR; j++) {                                                      \
+            stc_gu_##SUFFIX *c0 = (stc_gu_##SUFFIX *) (c + j * ldc);                        \
+            stc_gu_##SUFFIX *c1 = (stc_gu_##SUFFIX *) (c + j * ldc + LANES);                \
+            if (beta) {                                                                     \
+                *c0 += lo[j];                                                               \
+                *c1 += hi[j];                                                               \
+            } else {                                                                        \
+                *c0 = lo[j];                                                                \
+                *c1 = hi[j];                                                                \
+            }                                                                               \
+        }                                                                                   \
+        return;                                                                             \
+    }                                                                                       \
+    stc_gv_##SUFFIX tile[2 * NR];                                                           \
+    for (int j = 0; j < NR; j++) {                                                          \
+        tile[2 * j] = lo[j];                                                                \
+        tile[2 * j + 1] = hi[j];                                                            \
+    }                                                                                       \
+    const T *t = (const T *) tile;                                                          \
+    for (ptrdiff_t j = 0; j < cols; j++)                                                    \
+        for (ptrdiff_t i = 0; i < rows; i++)                                                \
+            c[i + j * ldc] = (beta ? c[i + j * ldc] : 0) + t[j * MR + i];                   \
+}                                                                                           \
+                                                                                            \
+/* op(A)[i0:i0+mc, p0:p0+kc] as panels of MR rows: panel r holds, for each p, MR values */  \
+STC_GEMM_TARGET static void stc_gemm_pack_a_##SUFFIX(                                       \
+    T *dst, char trans, const T *a, ptrdiff_t lda, ptrdiff_t i0, ptrdiff_t mc,              \
+    ptrdiff_t p0, ptrdiff_t kc)                                                             \
+{                                                                                           \
+    enum { MR = 2 * LANES };                                                                \
+    for (ptrdiff_t r = 0; r < mc; r += MR, dst += MR * kc) {                                \
+        ptrdiff_t rows = mc - r < MR ? mc - r : MR;                                         \
+        if (trans == 'N') {                                                                 \
+            const T *src = a + (i0 + r) + p0 * lda;                                         \
+            for (ptrdiff_t p = 0; p < kc; p++, src += lda) {                                \
+                T *d = dst + p * MR;                                                        \
+                if (rows == MR) {                                                           \
+                    ((stc_gv_##SUFFIX *) d)[0] = *(const stc_gu_##SUFFIX *) src;            \
+                    ((stc_gv_##SUFFIX *) d)[1] = *(const stc_gu_##SUFFIX *) (src + LANES);  \
+                } else {                                                                    \
+                    ptrdiff_t i = 0;                                                        \
+                    for (; i < rows; i++) d[i] = src[i];                                    \
+                    for (; i < MR; i++) d[i] = 0;                                           \
+                }                                                                           \
+            }                                                                               \
+        } else {                                                                            \
+            /* op(A)[i, p] = a[p + i lda]: read each row along p, write strided */          \
+            for (ptrdiff_t i = 0; i < MR; i++) {                                            \
+                if (i < rows) {                                                             \
+                    const T *src = a + p0 + (i0 + r + i) * lda;                             \
+                    for (ptrdiff_t p = 0; p < kc; p++) dst[p * MR + i] = src[p];            \
+                } else {                                                                    \
+                    for (ptrdiff_t p = 0; p < kc; p++) dst[p * MR + i] = 0;                 \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+}                                                                                           \
+                                                                                            \
+/* op(B)[p0:p0+kc, j0:j0+nc] as panels of NR columns: for each p, NR values */              \
+STC_GEMM_TARGET static void stc_gemm_pack_b_##SUFFIX(                                       \
+    T *dst, char trans, const T *b, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc,              \
+    ptrdiff_t j0, ptrdiff_t nc)                                                             \
+{                                                                                           \
+    enum { NR = STC_GEMM_NR };                                                              \
+    for (ptrdiff_t s = 0; s < nc; s += NR, dst += NR * kc) {                                \
+        ptrdiff_t cols = nc - s < NR ? nc - s : NR;                                         \
+        if (trans == 'N') {                                                                 \
+            /* op(B)[p, j] = b[p + j ldb]: read each column along p, write strided */       \
+            for (ptrdiff_t j = 0; j < NR; j++) {                                            \
+                if (j < cols) {                                                             \
+                    const T *src = b + p0 + (j0 + s + j) * ldb;                             \
+                    for (ptrdiff_t p = 0; p < kc; p++) dst[p * NR + j] = src[p];            \
+                } else {                                                                    \
+                    for (ptrdiff_t p = 0; p < kc; p++) dst[p * NR + j] = 0;                 \
+                }                                                                           \
+            }                                                                               \
+        } else {                                                                            \
+            const T *src = b + (j0 + s) + p0 * ldb;                                         \
+            for (ptrdiff_t p = 0; p < kc; p++, src += ldb) {                                \
+                ptrdiff_t j = 0;                                                            \
+                for (; j < cols; j++) dst[p * NR + j] = src[j];                             \
+                for (; j < NR; j++) dst[p * NR + j] = 0;                                    \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+}                                                                                           \
+                                                                                            \
+/* C (m x n, ldc) = op(A) op(B) + beta C; returns 0, or -1 if the pack buffers could not  \
+ * be allocated (C untouched: the caller falls back to BLAS). */                            \
+STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                               \
+    char transa, char transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,            \
+    ptrdiff_t lda, const T *b, ptrdiff_t ldb, int beta, T *c, ptrdiff_t ldc)                \
+{                                                                                           \
+    enum { MR = 2 * LANES, NR = STC_GEMM_NR };                                              \
+    if (m <= 0 || n <= 0)                                                                   \
+        return 0;                                                                           \
+    if (k <= 0) {                                                                           \
+        if (!beta)                                                                          \
+            for (ptrdiff_t j = 0; j < n; j++) memset(c + j * ldc, 0, m * sizeof(T));        \
+        return 0;                                                                           \
+    }                                                                                       \
+    ptrdiff_t kc_max = k < STC_GEMM_KC ? k : STC_GEMM_KC;                                   \
+    ptrdiff_t mc_max = m < STC_GEMM_MC ? m : STC_GEMM_MC;                                   \
+    ptrdiff_t nc_max = n < STC_GEMM_NC ? n : STC_GEMM_NC;                                   \
+    mc_max = (mc_max + MR - 1) / MR * MR;                                                   \
+    nc_max = (nc_max + NR - 1) / NR * NR;                                                   \
+    void *memory = NULL;                                                                    \
+    if (posix_memalign(&memory, 64, (size_t) (mc_max + nc_max) * kc_max * sizeof(T)))       \
+        return -1;                                                                          \
+    T *apack = (T *) memory;                                                                \
+    T *bpack = apack + mc_max * kc_max;                                                     \
+    for (ptrdiff_t jc = 0; jc < n; jc += STC_GEMM_NC) {                                     \
+        ptrdiff_t nc = n - jc < STC_GEMM_NC ? n - jc : STC_GEMM_NC;                         \
+        for (ptrdiff_t pc = 0; pc < k; pc += STC_GEMM_KC) {                                 \
+            ptrdiff_t kc = k - pc < STC_GEMM_KC ? k - pc : STC_GEMM_KC;                     \
+            int accumulate = beta || pc > 0;                                                \
+            stc_gemm_pack_b_##SUFFIX(bpack, transb, b, ldb, pc, kc, jc, nc);                \
+            for (ptrdiff_t ic = 0; ic < m; ic += STC_GEMM_MC) {                             \
+                ptrdiff_t mc = m - ic < STC_GEMM_MC ? m - ic : STC_GEMM_MC;                 \
+                stc_gemm_pack_a_##SUFFIX(apack, transa, a, lda, ic, mc, pc, kc);            \
+                for (ptrdiff_t jr = 0; jr < nc; jr += NR)                                   \
+                    for (ptrdiff_t ir = 0; ir < mc; ir += MR)                               \
+                        stc_gemm_tile_##SUFFIX(                                             \
+                            kc, apack + ir * kc, bpack + jr * kc,                           \
+                            c + (ic + ir) + (jc + jr) * ldc, ldc, accumulate,               \
+                            mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR);      \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    free(memory);                                                                           \
+    return 0;                                                                               \
+}
+
+#if STC_OWN_GEMM
+STC_GEMM_DEFINE(float, f, 16)
+STC_GEMM_DEFINE(double, d, 8)
+#else
+/* never called (stc_gemm_available() is 0); here so the kernels link */
+static int stc_gemm_f(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,
+                      ptrdiff_t lda, const float *b, ptrdiff_t ldb, int beta, float *c,
+                      ptrdiff_t ldc) { return -1; }
+static int stc_gemm_d(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
+                      ptrdiff_t lda, const double *b, ptrdiff_t ldb, int beta, double *c,
+                      ptrdiff_t ldc) { return -1; }
+#endif
+
+#endif
