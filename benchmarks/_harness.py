@@ -650,12 +650,18 @@ def add_arguments(parser, budget):
                         help="idle seconds before each timed block (lets thread pools settle)")
     parser.add_argument("--ort-spinning", action="store_true",
                         help="leave ONNX Runtime's spin-waiting on (its default)")
+    parser.add_argument("--gemm", choices=("own", "blas"),
+                        help="the GEMM kernel of ours (default: own where the CPU has "
+                        "AVX-512, else blas)")
     parser.add_argument("--check", action="store_true",
                         help="only verify every competitor against the oracle (no timing)")
 
 
 def apply_arguments(args):
     ORT_SPINNING[0] = args.ort_spinning
+    if getattr(args, "gemm", None):
+        from sparsetconv import _kernels
+        _kernels.set_gemm_kernel(args.gemm)
 
 
 def print_versions(peers=(("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"))):
@@ -664,7 +670,8 @@ def print_versions(peers=(("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"))
           f"numpy {np.__version__}, {os.cpu_count()} CPUs")
     config = stc.show_config(file=open(os.devnull, "w"))
     print(f"BLAS: {config['blas']['name']} kernels {config['blas'].get('kernels')} "
-          f"({config['blas'].get('kernels_chosen_by')}); OpenMP idle workers: "
+          f"({config['blas'].get('kernels_chosen_by')}); GEMMs: {config['simd'].get('gemm')}"
+          f"; OpenMP idle workers: "
           f"{config['openmp'].get('idle_workers')}")
     for module, what in peers:
         try:

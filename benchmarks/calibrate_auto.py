@@ -158,7 +158,13 @@ def main(argv=None):
                         help="fit only calls within this factor of the faster (default 4)")
     parser.add_argument("--save", metavar="FILE", help="write the timings to FILE (json)")
     parser.add_argument("--load", metavar="FILE", help="refit saved timings, measure nothing")
+    parser.add_argument("--gemm", choices=("own", "blas"),
+                        help="the GEMM kernel to time (default: own where the CPU has "
+                        "AVX-512, else blas)")
     args = parser.parse_args(argv)
+    if args.gemm:
+        from sparsetconv import _kernels
+        _kernels.set_gemm_kernel(args.gemm)
     if args.load:
         with open(args.load) as f:
             records = json.load(f)

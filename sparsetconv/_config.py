@@ -32,7 +32,9 @@ def show_config(file: Optional[TextIO] = None) -> Dict[str, Dict[str, Any]]:
     loaded and its default thread count); ``threads`` (what the kernels use now, and the
     CPUs the process may use); ``blas`` (the BLAS library SciPy uses, and whether the
     kernels can keep it single-threaded inside their own parallel regions, so the two
-    never oversubscribe the cores); ``simd`` (the instruction set of the inner loops).
+    never oversubscribe the cores); ``simd`` (the instruction set of the inner loops,
+    and ``gemm``: whether the GEMMs run the library's own AVX-512 kernel, ``"own"``,
+    or the BLAS, ``"blas"``).
     Include its output in bug reports.
 
     Parameters
@@ -229,7 +231,8 @@ def _simd(build):
 
     query = getattr(_kernels, "simd_path", None)
     if query is not None:  # the kernels can say which path they took
-        return {"path": query(), "how": "reported by the compiled kernels"}
+        return {"path": query(), "how": "reported by the compiled kernels",
+                "gemm": _kernels.gemm_kernel()}
     compiler = os.path.basename(str(build.get("compiler", "")).split(" ")[0])
     gcc = ("gcc" in compiler or "g++" in compiler or compiler in ("cc", "c++")) and (
         "clang" not in compiler

@@ -7,15 +7,13 @@ the per-unit costs below were fitted (non-negative least squares on relative err
 to one-thread timings of 144 random layers -- 1-D/2-D/3-D, dense, grouped and
 depthwise, every stride, padding and dilation form -- drawn by
 ``benchmarks/calibrate_auto.py`` with generator seeds 1-3, which no benchmark table
-uses.  That script measures and refits them on another machine.
+uses.  That script measures and refits them on another machine (``--gemm blas`` for
+the tables of the BLAS GEMM).
 
 How well it chooses (time of the chosen algorithm / the faster of the two, one
-thread): on the 64 forward calls of the benchmark's own random layers (seed 0, not
-fitted) geomean 1.027, worst 1.57 (the tables fitted before im2col was blocked and
-read the input in place gave 1.032, worst 1.68 on the same timings; the channel-count
-rule before them 1.081, worst 3.56); on the 288 fitted calls 1.026, worst 2.09.
-Estimate / measured time on the fitted calls, 10th-90th percentile: GEMM 0.60-1.24
-(transposed) and 0.60-1.16 (convolution), SCATTER 0.62-1.31, GATHER 0.55-1.25.
+thread, own GEMM): on the 64 forward calls of the benchmark's own random layers
+(seed 0, not fitted) geomean 1.002, worst 1.16; on the 288 fitted calls 1.014, worst
+2.80.  With the BLAS GEMM, on the fitted calls: 1.012, worst 1.89.
 """
 
 from math import prod
@@ -28,24 +26,32 @@ __all__ = ["gemm_seconds", "direct_seconds", "gemm_counts", "direct_counts"]
 
 NS = 1e-9
 
-# --- GEMM (BLAS sgemm/dgemm on a group's channels, a chunk of samples at a time) ---
-# seconds per unit, transposed convolution (columns = W^T x, then col2im)
-TRANSPOSED_GEMM = dict(mac=0.0231 * NS, column_row=2.64 * NS, column_element=0.289 * NS,
-                       small_element=0.0, large_element=0.345 * NS,
-                       weight_read=0.952 * NS)
+# --- GEMM (on a group's channels, a chunk of samples at a time) ---
+# seconds per unit with the library's own AVX-512 GEMM (_gemm.h), which the kernels run
+# where the CPU has AVX-512.  Transposed convolution (columns = W^T x, then col2im):
+TRANSPOSED_GEMM = dict(column_element=0.225 * NS, column_row=1.5 * NS,
+                       large_element=0.461 * NS, mac=0.00808 * NS,
+                       small_element=0.119 * NS, weight_read=0.968 * NS)
 # convolution (im2col, then W @ columns)
-CONVOLUTION_GEMM = dict(mac=0.0228 * NS, column_row=6.22 * NS, column_element=0.112 * NS,
-                        small_element=0.01 * NS, large_element=0.626 * NS,
-                        weight_read=0.282 * NS)
+CONVOLUTION_GEMM = dict(column_element=0.281 * NS, column_row=3.68 * NS,
+                        large_element=0.534 * NS, mac=0.00762 * NS,
+                        small_element=0.0544 * NS, weight_read=0.69 * NS)
+# the same with SciPy's BLAS (sgemm/dgemm), on CPUs without AVX-512
+TRANSPOSED_BLAS_GEMM = dict(column_element=0.148 * NS, column_row=1.92 * NS,
+                            large_element=0.33 * NS, mac=0.0177 * NS,
+                            small_element=0.251 * NS, weight_read=0.347 * NS)
+CONVOLUTION_BLAS_GEMM = dict(column_element=0.367 * NS, column_row=4.4 * NS,
+                             large_element=0.438 * NS, mac=0.0166 * NS,
+                             small_element=0 * NS, weight_read=0.158 * NS)
 
 # --- DIRECT (the row kernels) ---
 # transposed: each input row scattered once per tap and output channel (stc_block_axpy)
-SCATTER = dict(vector_step=0.762 * NS, run=0.881 * NS, small_element=0.579 * NS,
-               large_element=0.426 * NS)
+SCATTER = dict(large_element=0.285 * NS, run=0.843 * NS, small_element=0.237 * NS,
+               vector_step=0.446 * NS)
 # convolution: output rows gathered in registers, CHANNELS_PER_GATHER channels and up
 # to SOURCES_PER_GATHER source rows per call (stc_rows_gather4)
-GATHER = dict(vector_step=0.162 * NS, flushed_element=0.162 * NS, call=8.55 * NS,
-              large_element=0.578 * NS, mac=0.0183 * NS)
+GATHER = dict(call=0 * NS, flushed_element=0.0801 * NS, large_element=0.507 * NS,
+              mac=0.0145 * NS, vector_step=0.108 * NS)
 GATHER_CHANNELS = _kernels.GATHER_BLOCK["channels"]
 GATHER_SOURCES = _kernels.GATHER_BLOCK["sources"]
 GATHER_ROWS = _kernels.GATHER_BLOCK["rows"]
@@ -132,7 +138,10 @@ def direct_counts(plan):
 
 
 def gemm_costs(plan):
-    return TRANSPOSED_GEMM if plan.transposed else CONVOLUTION_GEMM
+    """The GEMM cost table of ``plan``'s direction and of the GEMM kernel in use."""
+    if _kernels.gemm_kernel() == "own":
+        return TRANSPOSED_GEMM if plan.transposed else CONVOLUTION_GEMM
+    return TRANSPOSED_BLAS_GEMM if plan.transposed else CONVOLUTION_BLAS_GEMM
 
 
 def direct_costs(plan):
