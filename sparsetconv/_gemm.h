@@ -39,20 +39,47 @@ static int stc_gemm_available(void) { return 0; }
 #endif
 
 #define STC_GEMM_NR 12
+/* MR is two vectors: 128 bytes of rows (32 float32, 16 float64) */
+#define STC_GEMM_MR_BYTES 128
 #define STC_GEMM_KC 256
 #define STC_GEMM_MC 256
 #define STC_GEMM_NC 3072
 
-#define STC_GEMM_DEFINE(T, SUFFIX, LANES)                                                   \
-typedef T stc_gv_##SUFFIX __attribute__((vector_size(64), aligned(64)));                   \
-typedef T stc_gu_##SUFFIX __attribute__((vector_size(64), aligned(sizeof(T))));            \
+#define STC_GEMM_DEFINE(T, I, SUFFIX, LANES)                                                \
+typedef T stc_gv_##SUFFIX __attribute__((vector_size(64), aligned(64)));                    \
+typedef T stc_gu_##SUFFIX __attribute__((vector_size(64), aligned(sizeof(T))));             \
+typedef I stc_gi_##SUFFIX __attribute__((vector_size(64)));                                 \
+                                                                                            \
+/* v[0..LANES) := its transpose, in registers: log2(LANES) stages of two-input shuffles,    \
+ * stage d swapping bit d of the row index with bit d of the lane index.  The strided       \
+ * packs go through it: element by element they cost as much as the micro-kernel on the     \
+ * thin GEMMs of the weight gradient. */                                                    \
+STC_GEMM_TARGET static inline void stc_gemm_transpose_##SUFFIX(stc_gv_##SUFFIX *v)          \
+{                                                                                           \
+    _Pragma("GCC unroll 8")                                                                 \
+    for (int d = LANES / 2; d >= 1; d /= 2) {                                               \
+        stc_gi_##SUFFIX lo, hi;                                                             \
+        _Pragma("GCC unroll 16")                                                            \
+        for (int c = 0; c < LANES; c++) {                                                   \
+            lo[c] = (c & d) ? LANES + c - d : c;                                            \
+            hi[c] = (c & d) ? LANES + c : c + d;                                            \
+        }                                                                                   \
+        _Pragma("GCC unroll 16")                                                            \
+        for (int r = 0; r < LANES; r++)                                                     \
+            if (!(r & d)) {                                                                 \
+                stc_gv_##SUFFIX x = v[r], y = v[r + d];                                     \
+                v[r] = __builtin_shuffle(x, y, lo);                                         \
+                v[r + d] = __builtin_shuffle(x, y, hi);                                     \
+            }                                                                               \
+    }                                                                                       \
+}                                                                                           \
                                                                                             \
 /* the MR x NR tile of C at c += (or =, beta 0) the panels' product over kc */              \
 STC_GEMM_TARGET static void stc_gemm_tile_##SUFFIX(                                         \
     ptrdiff_t kc, const T *ap, const T *bp, T *c, ptrdiff_t ldc, int beta,                  \
     ptrdiff_t rows, ptrdiff_t cols)                                                         \
 {                                                                                           \
-    enum { MR = 2 * LANES, NR = STC_GEMM_NR };                                              \
+    enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
     stc_gv_##SUFFIX lo[NR], hi[NR];                                                         \
     for (int j = 0; j < NR; j++) {                                                          \
         lo[j] = (stc_gv_##SUFFIX){0};                                                       \
@@ -98,7 +125,7 @@ STC_GEMM_TARGET static void stc_gemm_pack_a_##SUFFIX(                           
     T *dst, char trans, const T *a, ptrdiff_t lda, ptrdiff_t i0, ptrdiff_t mc,              \
     ptrdiff_t p0, ptrdiff_t kc)                                                             \
 {                                                                                           \
-    enum { MR = 2 * LANES };                                                                \
+    enum { MR = STC_GEMM_MR_BYTES / sizeof(T) };                                            \
     for (ptrdiff_t r = 0; r < mc; r += MR, dst += MR * kc) {                                \
         ptrdiff_t rows = mc - r < MR ? mc - r : MR;                                         \
         if (trans == 'N') {                                                                 \
@@ -115,14 +142,24 @@ STC_GEMM_TARGET static void stc_gemm_pack_a_##SUFFIX(                           
                 }                                                                           \
             }                                                                               \
         } else {                                                                            \
-            /* op(A)[i, p] = a[p + i lda]: read each row along p, write strided */          \
-            for (ptrdiff_t i = 0; i < MR; i++) {                                            \
-                if (i < rows) {                                                             \
-                    const T *src = a + p0 + (i0 + r + i) * lda;                             \
-                    for (ptrdiff_t p = 0; p < kc; p++) dst[p * MR + i] = src[p];            \
-                } else {                                                                    \
-                    for (ptrdiff_t p = 0; p < kc; p++) dst[p * MR + i] = 0;                 \
+            /* op(A)[i, p] = a[p + i lda]: LANES x LANES blocks, rows read along p,         \
+             * transposed in registers, written as whole vectors */                         \
+            ptrdiff_t p = 0;                                                                \
+            for (; p + LANES <= kc; p += LANES)                                             \
+                for (ptrdiff_t h = 0; h < MR; h += LANES) {                                 \
+                    stc_gv_##SUFFIX v[LANES];                                               \
+                    for (ptrdiff_t i = 0; i < LANES; i++)                                   \
+                        v[i] = h + i < rows                                                 \
+                            ? *(const stc_gu_##SUFFIX *) (a + p0 + p                        \
+                                                            + (i0 + r + h + i) * lda)       \
+                            : (stc_gv_##SUFFIX){0};                                         \
+                    stc_gemm_transpose_##SUFFIX(v);                                         \
+                    for (ptrdiff_t q = 0; q < LANES; q++)                                   \
+                        *(stc_gv_##SUFFIX *) (dst + (p + q) * MR + h) = v[q];               \
                 }                                                                           \
+            for (ptrdiff_t i = 0; i < MR; i++) {                                            \
+                for (ptrdiff_t q = p; q < kc; q++)                                          \
+                    dst[q * MR + i] = i < rows ? a[p0 + q + (i0 + r + i) * lda] : 0;        \
             }                                                                               \
         }                                                                                   \
     }                                                                                       \
@@ -137,14 +174,26 @@ STC_GEMM_TARGET static void stc_gemm_pack_b_##SUFFIX(                           
     for (ptrdiff_t s = 0; s < nc; s += NR, dst += NR * kc) {                                \
         ptrdiff_t cols = nc - s < NR ? nc - s : NR;                                         \
         if (trans == 'N') {                                                                 \
-            /* op(B)[p, j] = b[p + j ldb]: read each column along p, write strided */       \
-            for (ptrdiff_t j = 0; j < NR; j++) {                                            \
-                if (j < cols) {                                                             \
-                    const T *src = b + p0 + (j0 + s + j) * ldb;                             \
-                    for (ptrdiff_t p = 0; p < kc; p++) dst[p * NR + j] = src[p];            \
-                } else {                                                                    \
-                    for (ptrdiff_t p = 0; p < kc; p++) dst[p * NR + j] = 0;                 \
+            /* op(B)[p, j] = b[p + j ldb]: columns read along p in LANES x LANES            \
+             * blocks (the panel's NR columns zero-padded to whole blocks), transposed      \
+             * in registers; each p's NR values are the blocks' first lanes */              \
+            ptrdiff_t p = 0;                                                                \
+            for (; p + LANES <= kc; p += LANES)                                             \
+                for (ptrdiff_t h = 0; h < NR; h += LANES) {                                 \
+                    ptrdiff_t width = NR - h < LANES ? NR - h : LANES;                      \
+                    stc_gv_##SUFFIX v[LANES];                                               \
+                    for (ptrdiff_t j = 0; j < LANES; j++)                                   \
+                        v[j] = h + j < cols                                                 \
+                            ? *(const stc_gu_##SUFFIX *) (b + p0 + p                        \
+                                                            + (j0 + s + h + j) * ldb)       \
+                            : (stc_gv_##SUFFIX){0};                                         \
+                    stc_gemm_transpose_##SUFFIX(v);                                         \
+                    for (ptrdiff_t q = 0; q < LANES; q++)                                   \
+                        memcpy(dst + (p + q) * NR + h, &v[q], width * sizeof(T));           \
                 }                                                                           \
+            for (ptrdiff_t j = 0; j < NR; j++) {                                            \
+                for (ptrdiff_t q = p; q < kc; q++)                                          \
+                    dst[q * NR + j] = j < cols ? b[p0 + q + (j0 + s + j) * ldb] : 0;        \
             }                                                                               \
         } else {                                                                            \
             const T *src = b + (j0 + s) + p0 * ldb;                                         \
@@ -157,13 +206,13 @@ STC_GEMM_TARGET static void stc_gemm_pack_b_##SUFFIX(                           
     }                                                                                       \
 }                                                                                           \
                                                                                             \
-/* C (m x n, ldc) = op(A) op(B) + beta C; returns 0, or -1 if the pack buffers could not  \
+/* C (m x n, ldc) = op(A) op(B) + beta C; returns 0, or -1 if the pack buffers could not    \
  * be allocated (C untouched: the caller falls back to BLAS). */                            \
 STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                               \
     char transa, char transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,            \
     ptrdiff_t lda, const T *b, ptrdiff_t ldb, int beta, T *c, ptrdiff_t ldc)                \
 {                                                                                           \
-    enum { MR = 2 * LANES, NR = STC_GEMM_NR };                                              \
+    enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
     if (m <= 0 || n <= 0)                                                                   \
         return 0;                                                                           \
     if (k <= 0) {                                                                           \
@@ -204,8 +253,8 @@ STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                   
 }
 
 #if STC_OWN_GEMM
-STC_GEMM_DEFINE(float, f, 16)
-STC_GEMM_DEFINE(double, d, 8)
+STC_GEMM_DEFINE(float, int, f, 16)
+STC_GEMM_DEFINE(double, long long, d, 8)
 #else
 /* never called (stc_gemm_available() is 0); here so the kernels link */
 static int stc_gemm_f(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,

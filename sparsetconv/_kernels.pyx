@@ -110,6 +110,7 @@ DIRECTIONS = {"transpose": TRANSPOSE, "convolve": CONVOLVE,
               "weight_gradient": WEIGHT_GRADIENT}
 
 cdef extern from "_gemm.h" nogil:
+    int STC_GEMM_NR, STC_GEMM_MR_BYTES
     int stc_gemm_available()
     int stc_gemm_f(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                    const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb, int beta,
@@ -149,6 +150,12 @@ def gemm_kernel():
 
 def own_gemm_available():
     return stc_gemm_available() != 0
+
+
+def own_gemm_tile(Py_ssize_t itemsize):
+    """(MR, NR): the own GEMM's register tile for elements of ``itemsize`` bytes.  C is
+    computed in whole tiles (the edges padded), so m and n are best multiples of these."""
+    return STC_GEMM_MR_BYTES // itemsize, STC_GEMM_NR
 
 
 def set_gemm_kernel(str name):
@@ -967,6 +974,11 @@ cdef inline void _weight_grad_product(const floating *s_block, int lds, const fl
                       beta, product, <int> cs_g, cs_g * depth, p.groups, n_threads)
 
 
+# channels per block of the product's transpose (16 float32: one cache line)
+cdef enum:
+    TRANSPOSE_BLOCK = 16
+
+
 cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const floating *large,
                             const Buffers *buf, const Problem *p,
                             int n_threads) noexcept nogil:
@@ -980,7 +992,7 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
     cdef Py_ssize_t cs_g = c_small // p.groups
     cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p)
     cdef Py_ssize_t rows = p.axis[0].small * p.axis[1].small, sx = p.axis[2].small
-    cdef Py_ssize_t item, first, count, width, c, n, row0, block, g, cs, d
+    cdef Py_ssize_t item, first, count, width, c, n, row0, block, g, cs, d, c0, c1, blocks
     cdef floating *cols = <floating *> buf.columns
     cdef floating *packed = <floating *> buf.packed
     cdef floating *product = <floating *> buf.product
@@ -1021,12 +1033,17 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
         _weight_grad_product(packed, <int> width, cols, <int> width, <int> width, beta,
                              grad_w, product, p, n_threads)
     if product != NULL:
-        # grad_w[g*cs_g + cs, d] = product_g[cs + d*cs_g]
-        for c in prange(c_small, schedule="static", num_threads=n_threads):
-            g = c // cs_g
-            cs = c % cs_g
+        # grad_w[g*cs_g + cs, d] = product_g[cs + d*cs_g], TRANSPOSE_BLOCK channels of
+        # a group at a time: each d reads a whole cache line of the product, not one
+        # element of it
+        blocks = (cs_g + TRANSPOSE_BLOCK - 1) // TRANSPOSE_BLOCK
+        for item in prange(p.groups * blocks, schedule="static", num_threads=n_threads):
+            g = item // blocks
+            c0 = (item % blocks) * TRANSPOSE_BLOCK
+            c1 = min(c0 + TRANSPOSE_BLOCK, cs_g)
             for d in range(depth):
-                grad_w[c * depth + d] = product[g * cs_g * depth + d * cs_g + cs]
+                for cs in range(c0, c1):
+                    grad_w[(g * cs_g + cs) * depth + d] = product[(g * depth + d) * cs_g + cs]
 
 
 # ---------------------------------------------------------------------------

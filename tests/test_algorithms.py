@@ -133,29 +133,63 @@ def test_whole_input_convolution_either_gemm_side(batch, groups):
             assert_matches(stc.conv(x, w, bias, groups=groups), want)
 
 
+@pytest.mark.parametrize("by_channels", [False, True])
 @pytest.mark.parametrize("channels", [4, 40])
 @pytest.mark.parametrize("batch, plane, groups", [
     (3, (6, 7), 1),      # small planes: the samples' small sides packed side by side
     (3, (16, 17), 2),    # >= 256 positions: one GEMM per sample
     (1, (24, 26), 1),    # >= 512 positions: a block of rows at a time
 ])
-def test_weight_gradient_gemm_either_side(batch, plane, groups, channels):
-    """The GEMM weight gradient runs with the output channels or (channels x taps) as
-    BLAS's m side, whichever is smaller (4 or 40 output channels per group against
-    2 x 9 = 18): both, on each of its three paths, against the reference."""
+def test_weight_gradient_gemm_either_side(batch, plane, groups, channels, by_channels,
+                                          monkeypatch):
+    """The GEMM weight gradient runs with the output channels (into a transposed
+    product) or (channels x taps) as the GEMM's m side: both, forced, on each of its
+    three paths, with more and fewer output channels than 2 x 9 taps, against the
+    reference."""
+    monkeypatch.setattr(_layout, "weight_gradient_by_channels", lambda plan: by_channels)
+    _layout._build_layout.cache_clear()
     rng = np.random.default_rng(batch + channels)
     x = rng.standard_normal((batch, 2 * groups) + plane)
     w_shape = (channels * groups, 2, 3, 3)
     plan = make_plan(False, None, x.shape, x.dtype, w_shape, x.dtype, None, None,
                      1, 1, 0, groups, 1, None)
     layout = _compiled.WeightGradient(plan, "gemm").layout
-    assert (layout.workspace.product > 0) == (channels < 18)
+    assert (layout.workspace.product > 0) == by_channels
     assert (layout.workspace.packed > 0) == (math.prod(plane) < 256)
     g = rng.standard_normal(plan.output_shape)
     want = weight_gradient_reference(g, x, (3, 3), 1, 1, groups)
     for threads in (1, 2):
         with stc.threads(threads):
             assert_matches(_compiled.WeightGradient(plan, "gemm")(g, x), want)
+    monkeypatch.undo()
+    _layout._build_layout.cache_clear()
+
+
+@pytest.mark.parametrize("kernel, x_shape, w_shape, expected", [
+    # SciPy's BLAS: the fewer of the output channels and channels x taps
+    ("blas", (16, 512, 4, 4), (512, 256, 4, 4), True),
+    ("blas", (16, 64, 32, 32), (64, 3, 4, 4), False),
+    # own GEMM, float32 tiles 32 x 12: 4096 x 512 pads alike either way -> no transpose
+    ("own", (16, 512, 4, 4), (512, 256, 4, 4), False),
+    # 48 x 64 pads to 64 x 72, 64 x 48 not at all, over 16 x 32 x 32 positions
+    ("own", (16, 64, 32, 32), (64, 3, 4, 4), True),
+    # 288 x 32 pads to 288 x 36, 32 x 288 not at all, but over only 4 positions
+    ("own", (1, 32, 2, 2), (32, 32, 3, 3), False),
+])
+def test_weight_gradient_orientation(kernel, x_shape, w_shape, expected):
+    """Which side of the weight-gradient GEMM is m, per GEMM kernel (transposed layers,
+    float32: the small side is the input, its channels w_shape[0])."""
+    if kernel == "own" and not _kernels.own_gemm_available():
+        pytest.skip("the own GEMM needs AVX-512")
+    previous = _kernels.set_gemm_kernel(kernel)
+    try:
+        plan = make_plan(True, None, x_shape, np.float32, w_shape, np.float32, None, None,
+                         2, 1, 0, 1, 1, None)
+        assert _layout.weight_gradient_by_channels(plan) == expected
+        layout = _compiled.WeightGradient(plan, "gemm").layout
+        assert (layout.workspace.product > 0) == expected
+    finally:
+        _kernels.set_gemm_kernel(previous)
 
 
 # Each case was timed with both algorithms forced (1 thread, batch 8, 32x32, 3x3):
