@@ -41,6 +41,8 @@ static int stc_gemm_available(void) { return 0; }
 #define STC_GEMM_NR 12
 /* MR is two vectors: 128 bytes of rows (32 float32, 16 float64) */
 #define STC_GEMM_MR_BYTES 128
+/* elements past an implicit convolution's phase copy that its last tile may read */
+#define STC_IMPLICIT_TAIL 32
 #define STC_GEMM_KC 256
 #define STC_GEMM_MC 256
 #define STC_GEMM_NC 3072
@@ -122,13 +124,27 @@ STC_GEMM_TARGET static void stc_gemm_tile_##SUFFIX(                             
                                                                                             \
 /* op(A)[i0:i0+mc, p0:p0+kc] as panels of MR rows: panel r holds, for each p, MR values */  \
 STC_GEMM_TARGET static void stc_gemm_pack_a_##SUFFIX(                                       \
-    T *dst, char trans, const T *a, ptrdiff_t lda, ptrdiff_t i0, ptrdiff_t mc,              \
-    ptrdiff_t p0, ptrdiff_t kc)                                                             \
+    T *dst, char trans, const T *a, ptrdiff_t lda, const ptrdiff_t *a_offset, ptrdiff_t i0, \
+    ptrdiff_t mc, ptrdiff_t p0, ptrdiff_t kc)                                               \
 {                                                                                           \
     enum { MR = STC_GEMM_MR_BYTES / sizeof(T) };                                            \
     for (ptrdiff_t r = 0; r < mc; r += MR, dst += MR * kc) {                                \
         ptrdiff_t rows = mc - r < MR ? mc - r : MR;                                         \
-        if (trans == 'N') {                                                                 \
+        if (a_offset) {                                                                     \
+            /* implicit A: op(A)[i, p] = a[a_offset[p] + i], each column a run */           \
+            for (ptrdiff_t p = 0; p < kc; p++) {                                            \
+                const T *src = a + a_offset[p0 + p] + i0 + r;                               \
+                T *d = dst + p * MR;                                                        \
+                if (rows == MR) {                                                           \
+                    ((stc_gv_##SUFFIX *) d)[0] = *(const stc_gu_##SUFFIX *) src;            \
+                    ((stc_gv_##SUFFIX *) d)[1] = *(const stc_gu_##SUFFIX *) (src + LANES);  \
+                } else {                                                                    \
+                    ptrdiff_t i = 0;                                                        \
+                    for (; i < rows; i++) d[i] = src[i];                                    \
+                    for (; i < MR; i++) d[i] = 0;                                           \
+                }                                                                           \
+            }                                                                               \
+        } else if (trans == 'N') {                                                          \
             const T *src = a + (i0 + r) + p0 * lda;                                         \
             for (ptrdiff_t p = 0; p < kc; p++, src += lda) {                                \
                 T *d = dst + p * MR;                                                        \
@@ -206,11 +222,13 @@ STC_GEMM_TARGET static void stc_gemm_pack_b_##SUFFIX(                           
     }                                                                                       \
 }                                                                                           \
                                                                                             \
-/* C (m x n, ldc) = op(A) op(B) + beta C; returns 0, or -1 if the pack buffers could not    \
- * be allocated (C untouched: the caller falls back to BLAS). */                            \
-STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                               \
+/* C (m x n, ldc) = op(A) op(B) + beta C, op(A) either a matrix (transa, lda) or, with \
+ * a_offset, implicit: op(A)[i, p] = a[a_offset[p] + i].  Returns 0, or -1 if the pack \
+ * buffers could not be allocated (C untouched: the caller falls back to BLAS). */         \
+STC_GEMM_TARGET static int stc_gemm_nest_##SUFFIX(                                          \
     char transa, char transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,            \
-    ptrdiff_t lda, const T *b, ptrdiff_t ldb, int beta, T *c, ptrdiff_t ldc)                \
+    ptrdiff_t lda, const ptrdiff_t *a_offset, const T *b, ptrdiff_t ldb, int beta, T *c,    \
+    ptrdiff_t ldc)                                                                          \
 {                                                                                           \
     enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
     if (m <= 0 || n <= 0)                                                                   \
@@ -238,7 +256,7 @@ STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                   
             stc_gemm_pack_b_##SUFFIX(bpack, transb, b, ldb, pc, kc, jc, nc);                \
             for (ptrdiff_t ic = 0; ic < m; ic += STC_GEMM_MC) {                             \
                 ptrdiff_t mc = m - ic < STC_GEMM_MC ? m - ic : STC_GEMM_MC;                 \
-                stc_gemm_pack_a_##SUFFIX(apack, transa, a, lda, ic, mc, pc, kc);            \
+                stc_gemm_pack_a_##SUFFIX(apack, transa, a, lda, a_offset, ic, mc, pc, kc);            \
                 for (ptrdiff_t jr = 0; jr < nc; jr += NR)                                   \
                     for (ptrdiff_t ir = 0; ir < mc; ir += MR)                               \
                         stc_gemm_tile_##SUFFIX(                                             \
@@ -250,11 +268,157 @@ STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                   
     }                                                                                       \
     free(memory);                                                                           \
     return 0;                                                                               \
+}                                                                                           \
+                                                                                            \
+STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                               \
+    char transa, char transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,            \
+    ptrdiff_t lda, const T *b, ptrdiff_t ldb, int beta, T *c, ptrdiff_t ldc)                \
+{                                                                                           \
+    return stc_gemm_nest_##SUFFIX(transa, transb, m, n, k, a, lda, NULL, b, ldb, beta, c,   \
+                                  ldc);                                                     \
+}                                                                                           \
+                                                                                            \
+/* C = op(A) op(B) + beta C with the implicit A above (see stc_implicit_conv) */           \
+STC_GEMM_TARGET static int stc_gemm_implicit_##SUFFIX(                                      \
+    char transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,                         \
+    const ptrdiff_t *a_offset, const T *b, ptrdiff_t ldb, int beta, T *c, ptrdiff_t ldc)    \
+{                                                                                           \
+    return stc_gemm_nest_##SUFFIX('N', transb, m, n, k, a, 0, a_offset, b, ldb, beta, c,    \
+                                  ldc);                                                     \
+}
+
+
+/* Implicit-GEMM convolution: out_g (cout x positions) = W_g (cout x depth) @ columns,
+ * the columns never built.  The large input is first copied phase by phase (one
+ * zero-padded plane per stride phase, see _layout.implicit_tables), after which the
+ * column of tap (ci, t) is one contiguous run of that copy: position u of the padded
+ * output grid reads a[a_offset[p] + u].  So the micro-kernel loads its MR rows of A
+ * straight from the copy -- no im2col, no A pack -- and multiplies them with
+ * pre-packed weight panels of NR output channels.  Grid positions that are no
+ * output (out_offset -1: the padded rows' tails) are computed and dropped. */
+#define STC_IMPLICIT_DEFINE(T, SUFFIX, LANES)                                               \
+STC_GEMM_TARGET static void stc_implicit_tile_##SUFFIX(                                     \
+    ptrdiff_t depth, const T *a, const ptrdiff_t *a_offset, const T *bp, T *tile)          \
+{                                                                                           \
+    enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
+    stc_gv_##SUFFIX lo[NR], hi[NR];                                                         \
+    for (int j = 0; j < NR; j++) {                                                          \
+        lo[j] = (stc_gv_##SUFFIX){0};                                                       \
+        hi[j] = (stc_gv_##SUFFIX){0};                                                       \
+    }                                                                                       \
+    for (ptrdiff_t p = 0; p < depth; p++, bp += NR) {                                       \
+        const T *ap = a + a_offset[p];                                                      \
+        stc_gv_##SUFFIX a0 = *(const stc_gu_##SUFFIX *) ap;                                 \
+        stc_gv_##SUFFIX a1 = *(const stc_gu_##SUFFIX *) (ap + LANES);                       \
+        for (int j = 0; j < NR; j++) {                                                      \
+            lo[j] += a0 * bp[j];                                                            \
+            hi[j] += a1 * bp[j];                                                            \
+        }                                                                                   \
+    }                                                                                       \
+    for (int j = 0; j < NR; j++) {                                                          \
+        ((stc_gv_##SUFFIX *) tile)[2 * j] = lo[j];                                          \
+        ((stc_gv_##SUFFIX *) tile)[2 * j + 1] = hi[j];                                      \
+    }                                                                                       \
+}                                                                                           \
+                                                                                            \
+/* One row of the phase copy, `length` long: zeros, then d[m] = s[(m - m0) step] for    \
+ * m0 <= m < m1, then zeros (plain loops: the rows are often a dozen elements, where a  \
+ * library call per piece cost more than the copy; even lanes of two vectors at step  \
+ * 2, the usual stride) */                                                                  \
+STC_GEMM_TARGET static void stc_phase_copy_row_##SUFFIX(T *restrict d, const T *restrict s, \
+                                                  ptrdiff_t length, ptrdiff_t m0,          \
+                                                  ptrdiff_t m1, ptrdiff_t step)            \
+{                                                                                           \
+    ptrdiff_t m = 0, n = m1 - m0, i = 0;                                                    \
+    for (; m < m0; m++) d[m] = 0;                                                           \
+    d += m0;                                                                                \
+    if (step == 1) {                                                                        \
+        for (; i < n; i++) d[i] = s[i];                                                     \
+    } else {                                                                                \
+        if (step == 2) {                                                                    \
+            stc_gi_##SUFFIX even;                                                           \
+            for (int c = 0; c < LANES; c++) even[c] = 2 * c;                                \
+            /* the pair of loads ends at s[2 (i + LANES) - 1]: within the row while     \
+             * i + LANES < n (its last element is s[2 (n - 1)]) */                         \
+            for (; i + LANES < n; i += LANES) {                                             \
+                stc_gv_##SUFFIX x = *(const stc_gu_##SUFFIX *) (s + 2 * i);                 \
+                stc_gv_##SUFFIX y = *(const stc_gu_##SUFFIX *) (s + 2 * i + LANES);         \
+                *(stc_gu_##SUFFIX *) (d + i) = __builtin_shuffle(x, y, even);               \
+            }                                                                               \
+        }                                                                                   \
+        for (; i < n; i++) d[i] = s[i * step];                                              \
+    }                                                                                       \
+    for (m = n; m < length - m0; m++) d[m] = 0;                                             \
+}                                                                                           \
+                                                                                            \
+/* panels[jp][p][j] = w[(jp NR + j) depth + p] (0 past cout): one group's weight, its   \
+ * rows (output channels) depth long, as NR-channel panels */                              \
+static void stc_implicit_pack_##SUFFIX(T *panels, const T *w, ptrdiff_t cout,               \
+                                       ptrdiff_t depth)                                     \
+{                                                                                           \
+    enum { NR = STC_GEMM_NR };                                                              \
+    for (ptrdiff_t c0 = 0; c0 < cout; c0 += NR)                                             \
+        for (ptrdiff_t p = 0; p < depth; p++)                                               \
+            for (ptrdiff_t j = 0; j < NR; j++)                                              \
+                *panels++ = c0 + j < cout ? w[(c0 + j) * depth + p] : 0;                    \
+}                                                                                           \
+                                                                                            \
+/* Grid positions [u_begin, u_end) of one sample and group, output channels            \
+ * [c_begin, c_end) of its cout: out[co * out_pitch + out_offset[u]] = bias[co] +        \
+ * (W_g @ columns)[co, u].  The channels' panels stay in cache while the tiles sweep    \
+ * them, and the tiles' runs of A while the panels do. */                                  \
+STC_GEMM_TARGET static void stc_implicit_conv_##SUFFIX(                                     \
+    const T *a, const ptrdiff_t *a_offset, ptrdiff_t depth, const T *panels,               \
+    ptrdiff_t cout, const T *bias, T *out, ptrdiff_t out_pitch,                             \
+    const ptrdiff_t *out_offset, ptrdiff_t u_begin, ptrdiff_t u_end, ptrdiff_t c_begin,    \
+    ptrdiff_t c_end)                                                                        \
+{                                                                                           \
+    enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
+    stc_gv_##SUFFIX tile_memory[2 * NR];                                                    \
+    T *tile = (T *) tile_memory;                                                            \
+    /* the tile's outputs as runs of consecutive positions (whole rows of the grid): \
+     * each written with vector stores, not element by element */                      \
+    ptrdiff_t run_start[MR], run_length[MR], run_at[MR];                                    \
+    {                                                                                       \
+        ptrdiff_t b0 = c_begin, b1 = c_end;                                                 \
+        for (ptrdiff_t u0 = u_begin; u0 < u_end; u0 += MR) {                                \
+            ptrdiff_t rows = u_end - u0 < MR ? u_end - u0 : MR, runs = 0;                   \
+            for (ptrdiff_t i = 0; i < rows; i++) {                                          \
+                ptrdiff_t at = out_offset[u0 + i];                                          \
+                if (at < 0)                                                                 \
+                    continue;                                                               \
+                if (runs && run_start[runs - 1] + run_length[runs - 1] == i                 \
+                        && run_at[runs - 1] + run_length[runs - 1] == at) {                 \
+                    run_length[runs - 1]++;                                                 \
+                } else {                                                                    \
+                    run_start[runs] = i;                                                    \
+                    run_length[runs] = 1;                                                   \
+                    run_at[runs++] = at;                                                    \
+                }                                                                           \
+            }                                                                               \
+            for (ptrdiff_t c0 = b0; c0 < b1; c0 += NR) {                                    \
+                stc_implicit_tile_##SUFFIX(depth, a + u0, a_offset, panels + c0 * depth,    \
+                                           tile);                                           \
+                ptrdiff_t cols = cout - c0 < NR ? cout - c0 : NR;                           \
+                for (ptrdiff_t j = 0; j < cols; j++) {                                      \
+                    T b = bias ? bias[c0 + j] : 0;                                          \
+                    for (ptrdiff_t r = 0; r < runs; r++) {                                  \
+                        T *restrict o = out + (c0 + j) * out_pitch + run_at[r];             \
+                        const T *restrict t = tile + j * MR + run_start[r];                 \
+                        for (ptrdiff_t i = 0; i < run_length[r]; i++)                       \
+                            o[i] = b + t[i];                                                \
+                    }                                                                       \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
 }
 
 #if STC_OWN_GEMM
 STC_GEMM_DEFINE(float, int, f, 16)
 STC_GEMM_DEFINE(double, long long, d, 8)
+STC_IMPLICIT_DEFINE(float, f, 16)
+STC_IMPLICIT_DEFINE(double, d, 8)
 #else
 /* never called (stc_gemm_available() is 0); here so the kernels link */
 static int stc_gemm_f(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,
@@ -263,6 +427,24 @@ static int stc_gemm_f(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
 static int stc_gemm_d(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
                       ptrdiff_t lda, const double *b, ptrdiff_t ldb, int beta, double *c,
                       ptrdiff_t ldc) { return -1; }
+static void stc_implicit_pack_f(float *panels, const float *w, ptrdiff_t cout,
+                                ptrdiff_t depth) {}
+static void stc_phase_copy_row_f(float *d, const float *s, ptrdiff_t length, ptrdiff_t m0,
+                            ptrdiff_t m1, ptrdiff_t step) {}
+static void stc_phase_copy_row_d(double *d, const double *s, ptrdiff_t length, ptrdiff_t m0,
+                            ptrdiff_t m1, ptrdiff_t step) {}
+static void stc_implicit_pack_d(double *panels, const double *w, ptrdiff_t cout,
+                                ptrdiff_t depth) {}
+static void stc_implicit_conv_f(const float *a, const ptrdiff_t *a_offset, ptrdiff_t depth,
+                                const float *panels, ptrdiff_t cout, const float *bias,
+                                float *out, ptrdiff_t out_pitch, const ptrdiff_t *out_offset,
+                                ptrdiff_t u_begin, ptrdiff_t u_end, ptrdiff_t c_begin,
+                                ptrdiff_t c_end) {}
+static void stc_implicit_conv_d(const double *a, const ptrdiff_t *a_offset, ptrdiff_t depth,
+                                const double *panels, ptrdiff_t cout, const double *bias,
+                                double *out, ptrdiff_t out_pitch, const ptrdiff_t *out_offset,
+                                ptrdiff_t u_begin, ptrdiff_t u_end, ptrdiff_t c_begin,
+                                ptrdiff_t c_end) {}
 #endif
 
 #endif

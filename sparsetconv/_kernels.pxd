@@ -21,6 +21,9 @@ cdef enum ColumnSource:
     POINTWISE = 1        # kernel 1, stride 1, no padding: each sample's plane is its block
     WHOLE_INPUT = 2      # the kernel covers the whole large side (small side 1x1x1):
                          # the samples' large planes are the columns, side by side
+    IMPLICIT = 3         # CONVOLVE with the own GEMM: no column buffer, the columns are
+                         # runs of a phase-by-phase copy of the large input (in phased;
+                         # see _layout.implicit_tables and stc_implicit_conv)
 
 
 # One spatial axis (rank 1 and 2 are lifted to 3-D with unit axes).  The large side
@@ -43,6 +46,12 @@ cdef struct Axis:
     const Py_ssize_t *element_first
     const Py_ssize_t *element_stop
     const Py_ssize_t *element_start
+    # IMPLICIT only: the phase copy is `stride` planes of `padded` positions; position
+    # m of phase r holds natural large position phase_source[r * padded + m] (-1: zero)
+    Py_ssize_t padded
+    const Py_ssize_t *phase_source
+    # [stride][3]: phase r's positions m0 <= m < m1 hold natural m0's source + (m - m0) stride
+    const Py_ssize_t *phase_runs
 
 
 cdef struct Problem:
@@ -57,6 +66,16 @@ cdef struct Problem:
     Py_ssize_t block_rows       # CONVOLVE / WEIGHT_GRADIENT GEMM, one-sample chunks:
                                 # small-side (z, y) rows per im2col + GEMM block
     ColumnSource column_source  # GEMM: see ColumnSource
+    # IMPLICIT only: column (channel, tap) of a sample-group is the run at a_offset[p]
+    # of the phase copy; grid position u is output position out_offset[u] (-1: none);
+    # threads take (sample, group, u_block grid positions), the weight panels
+    # panel_block at a time
+    const Py_ssize_t *a_offset  # [c_large / groups * taps]
+    const Py_ssize_t *out_offset  # [positions]
+    Py_ssize_t positions
+    Py_ssize_t phase_pitch      # elements from one phase plane of the copy to the next
+    Py_ssize_t u_block
+    Py_ssize_t panel_block
     bint phased_large           # CONVOLVE / WEIGHT_GRADIENT DIRECT: copy the large input,
                                 # laid out by axis[2].layout in rows of axis[2].row_length
                                 # (zeros between); False: read it in place (x stride 1,
@@ -66,8 +85,9 @@ cdef struct Problem:
 # Workspaces, by name (NULL where the algorithm needs none).  Sizes: _layout.Workspace.
 cdef struct Buffers:
     void *scratch               # TRANSPOSE: one large plane per thread
-    void *phased                # the large input, phase-major on x
-    void *packed                # GEMM: one chunk's samples side by side (per chunk-thread)
+    void *phased                # the large input, phase-major on x (IMPLICIT: the phase copy)
+    void *packed                # GEMM: one chunk's samples side by side (per chunk-thread);
+                                # IMPLICIT: the weight, as panels of the own GEMM's NR channels
     void *columns               # GEMM: one chunk's columns (per chunk-thread)
     void *product               # CONVOLVE GEMM: one chunk's product (per chunk-thread);
                                 # WEIGHT_GRADIENT GEMM: the gradient, transposed

@@ -105,12 +105,14 @@ cdef extern from "_rowops.h" nogil:
 
 # The ids Python uses are these enum values (one definition).
 ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
-COLUMN_SOURCES = {"im2col": IM2COL, "pointwise": POINTWISE, "whole_input": WHOLE_INPUT}
+COLUMN_SOURCES = {"im2col": IM2COL, "pointwise": POINTWISE, "whole_input": WHOLE_INPUT,
+                  "implicit": IMPLICIT}
 DIRECTIONS = {"transpose": TRANSPOSE, "convolve": CONVOLVE,
               "weight_gradient": WEIGHT_GRADIENT}
 
 cdef extern from "_gemm.h" nogil:
     int STC_GEMM_NR, STC_GEMM_MR_BYTES
+    int STC_IMPLICIT_TAIL
     int stc_gemm_available()
     int stc_gemm_f(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                    const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb, int beta,
@@ -118,6 +120,23 @@ cdef extern from "_gemm.h" nogil:
     int stc_gemm_d(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                    const double *a, Py_ssize_t lda, const double *b, Py_ssize_t ldb, int beta,
                    double *c, Py_ssize_t ldc)
+    void stc_phase_copy_row_f(float *d, const float *s, Py_ssize_t length, Py_ssize_t m0,
+                              Py_ssize_t m1, Py_ssize_t step)
+    void stc_phase_copy_row_d(double *d, const double *s, Py_ssize_t length,
+                              Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t step)
+    void stc_implicit_pack_f(float *panels, const float *w, Py_ssize_t cout, Py_ssize_t depth)
+    void stc_implicit_pack_d(double *panels, const double *w, Py_ssize_t cout,
+                             Py_ssize_t depth)
+    void stc_implicit_conv_f(const float *a, const Py_ssize_t *a_offset, Py_ssize_t depth,
+                             const float *panels, Py_ssize_t cout, const float *bias,
+                             float *out, Py_ssize_t out_pitch, const Py_ssize_t *out_offset,
+                             Py_ssize_t u_begin, Py_ssize_t u_end, Py_ssize_t c_begin,
+                             Py_ssize_t c_end)
+    void stc_implicit_conv_d(const double *a, const Py_ssize_t *a_offset, Py_ssize_t depth,
+                             const double *panels, Py_ssize_t cout, const double *bias,
+                             double *out, Py_ssize_t out_pitch, const Py_ssize_t *out_offset,
+                             Py_ssize_t u_begin, Py_ssize_t u_end, Py_ssize_t c_begin,
+                             Py_ssize_t c_end)
 
 ctypedef int (*blas_threads_fn)(int) noexcept nogil
 
@@ -150,6 +169,9 @@ def gemm_kernel():
 
 def own_gemm_available():
     return stc_gemm_available() != 0
+
+
+IMPLICIT_TAIL = STC_IMPLICIT_TAIL
 
 
 def own_gemm_tile(Py_ssize_t itemsize):
@@ -1311,6 +1333,9 @@ cdef class Kernel:
             axis.element_first = _table(tables.element_first, self._keep)
             axis.element_stop = _table(tables.element_stop, self._keep)
             axis.element_start = _table(tables.element_start, self._keep)
+            axis.padded = tables.padded
+            axis.phase_source = _table(tables.phase_source, self._keep)
+            axis.phase_runs = _table(tables.phase_runs, self._keep)
         self.problem.direction = layout.direction
         self.problem.algorithm = layout.algorithm
         self.problem.batch = layout.batch
@@ -1321,6 +1346,12 @@ cdef class Kernel:
         self.problem.block_rows = layout.block_rows
         self.problem.column_source = layout.column_source
         self.problem.phased_large = layout.phased_large
+        self.problem.a_offset = _table(layout.a_offset, self._keep)
+        self.problem.out_offset = _table(layout.out_offset, self._keep)
+        self.problem.positions = layout.positions
+        self.problem.phase_pitch = layout.phase_pitch
+        self.problem.u_block = layout.u_block
+        self.problem.panel_block = layout.panel_block
         self.direction = layout.direction
         self.algorithm = layout.algorithm
 
@@ -1381,10 +1412,110 @@ cdef class Kernel:
         return out
 
 
+# ---------------------------------------------------------------------------
+# Implicit-GEMM convolution (ColumnSource IMPLICIT): the large input copied once, phase
+# by phase, then the own GEMM's micro-kernel reads each column of the convolution's
+# column matrix as a contiguous run of that copy -- no im2col, no packing of A.
+
+
+cdef void _implicit_phases(floating *phased, const floating *large, const Problem *p,
+                           int n_threads) noexcept nogil:
+    """phased[c, r, m] = large[c, phase_source[r, m]] (0 where it is -1) for one
+    sample's channels, per axis r = (r_z, r_y, r_x) the stride phase and m the padded
+    position."""
+    cdef const Axis *az = &p.axis[0]
+    cdef const Axis *ay = &p.axis[1]
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t ly = ay.large, lx = ax.large, plane_in = az.large * ly * lx
+    cdef Py_ssize_t pz = az.padded, py = ay.padded, px = ax.padded
+    cdef Py_ssize_t plane = pz * py * px, phases = az.stride * ay.stride * ax.stride
+    cdef Py_ssize_t pitch = phases * p.phase_pitch
+    cdef Py_ssize_t item, r, rz, ry, rx, mz, my, zs, ys, m0, m1
+    cdef floating *d
+    cdef const floating *row
+    for item in prange(p.c_large, schedule="static", num_threads=n_threads):
+        for r in range(phases):  # the gaps between the planes (read by dropped positions)
+            memset(phased + item * pitch + r * p.phase_pitch + plane, 0,
+                   (p.phase_pitch - plane) * sizeof(floating))
+        for rz in range(az.stride):
+            for mz in range(pz):
+                zs = az.phase_source[rz * pz + mz]
+                for ry in range(ay.stride):
+                    for my in range(py):
+                        ys = ay.phase_source[ry * py + my]
+                        for rx in range(ax.stride):
+                            d = (phased + item * pitch + ((rz * ay.stride + ry) * ax.stride
+                                                          + rx) * p.phase_pitch
+                                 + (mz * py + my) * px)
+                            if zs < 0 or ys < 0:
+                                memset(d, 0, px * sizeof(floating))
+                                continue
+                            row = large + item * plane_in + (zs * ly + ys) * lx
+                            # phase rx's valid run [m0, m1) of natural positions, stride
+                            # apart from start (phase_runs: see _layout._phase_split)
+                            m0 = ax.phase_runs[3 * rx]
+                            m1 = ax.phase_runs[3 * rx + 1]
+                            if floating is float:
+                                stc_phase_copy_row_f(d, row + ax.phase_runs[3 * rx + 2], px,
+                                                     m0, m1, ax.stride)
+                            else:
+                                stc_phase_copy_row_d(d, row + ax.phase_runs[3 * rx + 2], px,
+                                                     m0, m1, ax.stride)
+
+
+cdef void _conv_implicit(floating *out, const floating *large, const floating *w,
+                         const floating *bias, const Buffers *buf, const Problem *p,
+                         int n_threads) noexcept nogil:
+    cdef Py_ssize_t cl_g = p.c_large // p.groups, cout_g = p.c_small // p.groups
+    cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
+    cdef Py_ssize_t pitch = (p.axis[0].stride * p.axis[1].stride * p.axis[2].stride
+                             * p.phase_pitch)
+    cdef Py_ssize_t panel_size = (cout_g + STC_GEMM_NR - 1) // STC_GEMM_NR * STC_GEMM_NR * depth
+    cdef Py_ssize_t blocks = (p.positions + p.u_block - 1) // p.u_block
+    cdef Py_ssize_t channels = p.panel_block * STC_GEMM_NR
+    cdef Py_ssize_t channel_blocks = (cout_g + channels - 1) // channels
+    cdef Py_ssize_t item, g, n, u0, c0
+    cdef floating *phased = <floating *> buf.phased
+    cdef floating *panels = <floating *> buf.packed
+    # the runs of the last grid positions reach up to a tile past the copy: zeros
+    memset(phased + p.c_large * pitch, 0, STC_IMPLICIT_TAIL * sizeof(floating))
+    for g in prange(p.groups, schedule="static", num_threads=n_threads):
+        if floating is float:
+            stc_implicit_pack_f(panels + g * panel_size, w + g * cout_g * depth, cout_g, depth)
+        else:
+            stc_implicit_pack_d(panels + g * panel_size, w + g * cout_g * depth, cout_g, depth)
+    # a sample at a time: its copy is still in cache when the tiles read it; threads
+    # take (group, block of grid positions, block of output channels)
+    for n in range(p.batch):
+        _implicit_phases(phased, large + n * p.c_large * _large_plane(p), p, n_threads)
+        for item in prange(p.groups * blocks * channel_blocks, schedule="dynamic",
+                           num_threads=n_threads):
+            c0 = (item % channel_blocks) * channels
+            u0 = (item // channel_blocks % blocks) * p.u_block
+            g = item // (channel_blocks * blocks)
+            if floating is float:
+                stc_implicit_conv_f(phased + g * cl_g * pitch, p.a_offset, depth,
+                                    panels + g * panel_size, cout_g,
+                                    bias + g * cout_g if bias != NULL else NULL,
+                                    out + (n * p.c_small + g * cout_g) * size, size,
+                                    p.out_offset, u0, min(u0 + p.u_block, p.positions),
+                                    c0, min(c0 + channels, cout_g))
+            else:
+                stc_implicit_conv_d(phased + g * cl_g * pitch, p.a_offset, depth,
+                                    panels + g * panel_size, cout_g,
+                                    bias + g * cout_g if bias != NULL else NULL,
+                                    out + (n * p.c_small + g * cout_g) * size, size,
+                                    p.out_offset, u0, min(u0 + p.u_block, p.positions),
+                                    c0, min(c0 + channels, cout_g))
+
+
 cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const floating *x,
                    floating *w, const floating *bias, int n_threads,
                    bint whole_chunks) noexcept nogil:
     cdef const floating *large
+    if p.algorithm == GEMM and p.column_source == IMPLICIT:
+        _conv_implicit(out, x, w, bias, buf, p, n_threads)
+        return
     if p.algorithm == GEMM and p.column_source != IM2COL:
         _direct_columns_forward(out, x, w, bias, buf, p, n_threads, whole_chunks)
         return
@@ -1411,3 +1542,5 @@ cdef void _weight_gradient(const Problem *p, const Buffers *buf, floating *grad_
         _weight_grad_gemm(grad_w, small, large_in, buf, p, n_threads)
     else:
         _weight_grad_rows(grad_w, small, large_in, <floating *> buf.phased, p, n_threads)
+
+

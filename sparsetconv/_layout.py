@@ -27,6 +27,7 @@ WEIGHT_GRADIENT = _kernels.DIRECTIONS["weight_gradient"]
 IM2COL = _kernels.COLUMN_SOURCES["im2col"]
 POINTWISE = _kernels.COLUMN_SOURCES["pointwise"]
 WHOLE_INPUT = _kernels.COLUMN_SOURCES["whole_input"]
+IMPLICIT = _kernels.COLUMN_SOURCES["implicit"]
 
 # A GEMM chunk's column buffer (per thread) may not exceed this: the im2col/col2im
 # columns are the one workspace that is not bounded by the call's own arrays.
@@ -54,6 +55,9 @@ class AxisTables:
     element_first: object = None
     element_stop: object = None
     element_start: object = None
+    padded: int = 0              # IMPLICIT: see Axis.padded / phase_source / phase_runs
+    phase_source: object = None
+    phase_runs: object = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,13 @@ class Layout:
     phased_large: bool
     axes: tuple
     workspace: Workspace
+    # IMPLICIT only (see Problem in _kernels.pxd)
+    a_offset: object = None
+    out_offset: object = None
+    positions: int = 0
+    phase_pitch: int = 0
+    u_block: int = 0
+    panel_block: int = 0
 
     @property
     def n_chunks(self):
@@ -338,6 +349,8 @@ def _build_layout(plan, direction, algorithm, gemm_kernel):
     kernel_size = prod(g.kernel)
     gemm = algorithm == GEMM
     source = column_source(g) if gemm else IM2COL
+    if source == IM2COL and direction == CONVOLVE and gemm and implicit_convolution(plan):
+        return _implicit_layout(plan, axes)
     if source != IM2COL:
         # BLAS reads the arrays in place: no workspace at all; samples are the chunks
         return Layout(
@@ -390,4 +403,130 @@ def _build_layout(plan, direction, algorithm, gemm_kernel):
         phased_large=phased_large,
         axes=axes,
         workspace=workspace,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The implicit-GEMM convolution (ColumnSource IMPLICIT)
+
+# Its weight panels are swept once per block of grid positions: past this many bytes
+# per group they no longer stay in the L2 cache from one block to the next (timed, 1
+# thread: dcgan3's adjoint, 2 MiB, ran 1.27x slower than im2col; vnet3d's, 216 KiB,
+# 1.25x faster, dilated's, 36 KiB, 1.5x).
+IMPLICIT_MAX_WEIGHT_BYTES = 512 * 1024
+# Grid positions computed per output position (the padded rows' tails, computed and
+# dropped) above which im2col's exact columns cost less.
+IMPLICIT_MAX_WASTE = 1.25
+# im2col writes each input element about prod(kernel) prod(small) / prod(large) times;
+# the implicit convolution copies it once.  With no overlap to save (kernel = stride:
+# unet_up2's 2 x 2 / 2) the copy only adds a pass (1.4x slower); with overlap it wins.
+IMPLICIT_MIN_REPLICATION = 2
+# The panels of a block of grid positions are taken this many bytes at a time, so
+# they stay in L2 while the block's tiles sweep them.
+IMPLICIT_PANEL_BYTES = 256 * 1024
+# Own-GEMM tiles (MR grid positions each) per thread's piece of work.
+IMPLICIT_TILES_PER_BLOCK = 8
+
+
+def _phase_split(small, large, k, s, d, pad):
+    """One axis: tap t reads large position s*o + t*d - pad = s*(o + q_t) + r_t.
+    Returns (q_t - min q, r_t, padded length P, phase_source[r * P + m], phase_runs):
+    phase r's valid positions are one run [m0, m1), natural m0's source + (m - m0) s
+    (phase_runs[r] = (m0, m1, that source; 0 for an empty run))."""
+    reach = np.arange(k) * d - pad
+    q = reach // s
+    r = reach - q * s
+    q_min = int(q.min())
+    length = small + int(q.max()) - q_min
+    natural = s * (np.arange(length)[None, :] + q_min) + np.arange(s)[:, None]
+    valid = (natural >= 0) & (natural < large)
+    source = np.where(valid, natural, -1)
+    runs = []
+    for phase in range(s):
+        m = np.flatnonzero(valid[phase])
+        runs.append((int(m[0]), int(m[-1]) + 1, int(natural[phase, m[0]])) if m.size
+                    else (0, 0, 0))
+    return q - q_min, r, length, _intp(source.ravel()), _intp(np.array(runs).ravel())
+
+
+def _padded_extents(g):
+    """Per axis (lifted geometry): the padded length P of the phase copy."""
+    return tuple(small + (max(reach) // s) - (min(reach) // s)
+                 for small, s, reach in (
+                     (small, s, [t * d - pad for t in range(k)])
+                     for small, k, s, d, pad in zip(g.small, g.kernel, g.stride,
+                                                    g.dilation, g.pad_begin)))
+
+
+def implicit_convolution(plan):
+    """Whether a GEMM convolution (IM2COL source) runs IMPLICIT instead: with the own
+    GEMM, when a group's weight stays in L2 (IMPLICIT_MAX_WEIGHT_BYTES), the padded
+    grid computes at most IMPLICIT_MAX_WASTE positions per output, and the phase copy
+    is at most twice the input (a stride beyond the input's extent pads it with
+    whole zero planes)."""
+    if _kernels.gemm_kernel() != "own":
+        return False
+    g = plan.geometry.lifted(3)
+    depth = (plan.large_channels // plan.groups) * prod(g.kernel)
+    weight_bytes = (plan.small_channels // plan.groups) * depth * plan.dtype.itemsize
+    extents = _padded_extents(g)
+    oz, oy, ox = g.small
+    pz, py, px = extents
+    positions = ((oz - 1) * py + oy - 1) * px + ox
+    copy = prod(g.stride) * prod(extents)
+    replication = prod(g.kernel) * prod(g.small) / prod(g.large)
+    return (weight_bytes <= IMPLICIT_MAX_WEIGHT_BYTES
+            and replication >= IMPLICIT_MIN_REPLICATION
+            and positions <= IMPLICIT_MAX_WASTE * prod(g.small)
+            and copy <= 2 * prod(g.large))
+
+
+def _implicit_layout(plan, axes):
+    """The Layout of an IMPLICIT convolution.  The large input is copied per (sample,
+    channel) into one zero-padded plane of P_z x P_y x P_x per stride phase
+    r = (r_z, r_y, r_x); along the padded output grid u = (o_z P_y + o_y) P_x + o_x,
+    the column of (channel, tap) is then one contiguous run of the copy, starting at
+    a_offset.  out_offset[u] is the output position of grid position u, -1 in the
+    padded rows' tails (computed and dropped)."""
+    g = plan.geometry.lifted(3)
+    splits = [_phase_split(*axis) for axis in zip(g.small, g.large, g.kernel, g.stride,
+                                                   g.dilation, g.pad_begin)]
+    (qz, rz, pz, _, _), (qy, ry, py, _, _), (qx, rx, px, _, _) = splits
+    axes = tuple(dataclasses.replace(tables, padded=split[2], phase_source=split[3],
+                                     phase_runs=split[4])
+                 for tables, split in zip(axes, splits))
+    plane = pz * py * px
+    # planes an odd number of cache lines apart: at a multiple of 4 KiB the runs one
+    # tile reads (one per channel and tap) would all fall in one L1 set (unet_up2's
+    # 64 x 64 phase planes ran 1.35x slower)
+    lines = -(-plane * plan.dtype.itemsize // 64)
+    plane_pitch = (lines + 1 - lines % 2) * 64 // plan.dtype.itemsize
+    sz, sy, sx = g.stride
+    phase = (rz[:, None, None] * sy + ry[None, :, None]) * sx + rx[None, None, :]
+    shift = (qz[:, None, None] * py + qy[None, :, None]) * px + qx[None, None, :]
+    pitch = sz * sy * sx * plane_pitch
+    channels = plan.large_channels // plan.groups
+    a_offset = (np.arange(channels)[:, None] * pitch
+                + (phase * plane_pitch + shift).ravel()).ravel()
+    oz, oy, ox = g.small
+    u = np.arange(((oz - 1) * py + oy - 1) * px + ox)
+    z, rest = np.divmod(u, py * px)
+    y, x = np.divmod(rest, px)
+    out_offset = np.where((y < oy) & (x < ox), (z * oy + y) * ox + x, -1)
+    batch = _batch(plan)
+    mr, nr = _kernels.own_gemm_tile(plan.dtype.itemsize)
+    cout_g = plan.small_channels // plan.groups
+    depth = a_offset.size
+    panel_size = -(-cout_g // nr) * nr * depth
+    return Layout(
+        direction=CONVOLVE, algorithm=GEMM, batch=batch,
+        c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,
+        chunk=batch, column_source=IMPLICIT, block_rows=1, phased_large=False, axes=axes,
+        workspace=Workspace(phased=plan.large_channels * pitch + _kernels.IMPLICIT_TAIL,
+                            packed=plan.groups * panel_size),
+        a_offset=_intp(a_offset), out_offset=_intp(out_offset), positions=u.size,
+        phase_pitch=plane_pitch,
+        # a small plane in blocks of fewer tiles, so that two threads share it evenly
+        u_block=mr * max(1, min(IMPLICIT_TILES_PER_BLOCK, -(-u.size // (4 * mr)))),
+        panel_block=max(1, IMPLICIT_PANEL_BYTES // (depth * nr * plan.dtype.itemsize)),
     )

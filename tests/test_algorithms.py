@@ -86,6 +86,9 @@ def test_gemm_blocks_of_rows_match_the_reference(x_shape, w_shape, kw, monkeypat
     threads even on these small layers, so that with several samples each thread takes
     whole chunks in its own share of the (block-sized) workspaces."""
     monkeypatch.setattr(_compiled, "FLOPS_PER_THREAD", 1)
+    # the convolution by im2col, not by the implicit GEMM (tests/test_implicit.py)
+    monkeypatch.setattr(_layout, "implicit_convolution", lambda plan: False)
+    _layout._build_layout.cache_clear()
     rng = np.random.default_rng(sum(x_shape))
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     bias = rng.standard_normal(w_shape[0])
@@ -110,6 +113,7 @@ def test_gemm_blocks_of_rows_match_the_reference(x_shape, w_shape, kw, monkeypat
                                     and _kernels.blas_thread_hook_installed())
             assert_matches(executor(x, w, bias), want)
             assert_matches(_compiled.WeightGradient(plan, "gemm")(g, x), want_w)
+    _layout._build_layout.cache_clear()
 
 
 @pytest.mark.parametrize("batch, groups", [(1, 1), (3, 1), (3, 2), (6, 2), (12, 1)])

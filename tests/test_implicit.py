@@ -1,0 +1,146 @@
+"""The implicit-GEMM convolution (column source IMPLICIT of the GEMM algorithm): the
+columns read straight from a phase-by-phase copy of the input, never built."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sparsetconv as stc
+from conftest import LAYOUTS, assert_matches, conv_configs, relayout
+from reference import conv_reference
+from sparsetconv import _compiled, _kernels, _layout
+from sparsetconv._plan import make_plan
+
+pytestmark = pytest.mark.skipif(not _kernels.own_gemm_available(),
+                                reason="the implicit convolution runs on the own GEMM")
+
+
+def _route(monkeypatch, implicit):
+    previous = _kernels.set_gemm_kernel("own")
+    monkeypatch.setattr(_layout, "implicit_convolution", lambda plan: implicit)
+    _layout._build_layout.cache_clear()
+    yield
+    monkeypatch.undo()
+    _layout._build_layout.cache_clear()
+    _kernels.set_gemm_kernel(previous)
+
+
+@pytest.fixture
+def implicit(monkeypatch):
+    """Every GEMM convolution (im2col source) runs IMPLICIT, whatever the rule says."""
+    yield from _route(monkeypatch, True)
+
+
+@pytest.fixture(params=[True, False], ids=["implicit", "im2col"])
+def either(monkeypatch, request):
+    """Each GEMM convolution runs IMPLICIT, then im2col + the own GEMM (which the rule
+    would otherwise leave to the layers it does not take)."""
+    yield from _route(monkeypatch, request.param)
+
+
+def _executor(plan):
+    executor = _compiled.Executor(plan, "gemm")
+    return executor, executor.layout.column_source
+
+
+# the fixture holds for every draw (it only routes the GEMM to IMPLICIT)
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cfg=conv_configs(transposed=False, max_batch=3),
+       dtype=st.sampled_from([np.float32, np.float64]),
+       layout=st.sampled_from(LAYOUTS), threads=st.sampled_from([1, 2]))
+def test_implicit_matches_reference(either, cfg, dtype, layout, threads):
+    """Rank 1-3, stride, dilation, every padding form, groups, both dtypes, memory
+    layouts, 1 and 2 threads: against the plain-loop reference, input untouched."""
+    x, w, b = cfg.arrays(dtype)
+    plan = cfg.plan(x, w, b)
+    executor, source = _executor(plan)
+    want = cfg.reference(x, w, b)
+    x_in = relayout(x, layout)
+    with stc.threads(threads):
+        got = executor(x_in, w, b)
+    if source == _layout.IMPLICIT:
+        assert got.dtype == dtype
+    assert_matches(got, want)
+    np.testing.assert_array_equal(x_in, x)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    # wide enough for whole tiles, several blocks of grid positions and channels
+    ((1, 3, 40, 37), (30, 3, 3, 3), dict(stride=1, padding=2, dilation=2)),
+    ((3, 6, 33, 30), (14, 3, 4, 4), dict(stride=2, padding=1, groups=2)),
+    ((2, 4, 9, 12, 11), (5, 4, 3, 3, 3), dict(stride=2, padding=1)),
+    ((4, 16, 301), (24, 16, 16), dict(stride=8, padding=((4, 11),))),
+    ((1, 3, 17, 19), (2, 3, 5, 2), dict(stride=(3, 1), padding=((0, 4), (1, 0)))),
+])
+def test_implicit_larger_layers(either, x_shape, w_shape, kw):
+    rng = np.random.default_rng(sum(x_shape))
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        plan = make_plan(False, None, x.shape, x.dtype, w.shape, w.dtype, b.shape, b.dtype,
+                         kw.get("stride", 1), kw.get("padding", 0), 0, kw.get("groups", 1),
+                         kw.get("dilation", 1), None)
+        executor, source = _executor(plan)
+        assert (source == _layout.IMPLICIT) == _layout.implicit_convolution(plan)
+        want = conv_reference(x, w, b, kw.get("stride", 1), kw.get("padding", 0),
+                              kw.get("dilation", 1), kw.get("groups", 1))
+        for threads in (1, 2):
+            with stc.threads(threads):
+                assert_matches(executor(x, w, b), want)
+
+
+def _plan(x_shape, w_shape, dtype=np.float32, **kw):
+    return make_plan(False, None, x_shape, np.dtype(dtype), w_shape, np.dtype(dtype), None,
+                     None, kw.get("stride", 1), kw.get("padding", 0), 0, kw.get("groups", 1),
+                     kw.get("dilation", 1), None)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw, expected", [
+    # overlapping taps, a 36 KiB weight: chosen
+    ((8, 32, 36, 36), (32, 32, 3, 3), dict(dilation=2), True),
+    ((2, 32, 24, 32, 24), (64, 32, 3, 3, 3), dict(stride=2, padding=1), True),
+    # kernel = stride: im2col copies each input element once, as the phase copy would
+    ((4, 64, 128, 128), (128, 64, 2, 2), dict(stride=2), False),
+    # 2 MiB of weight per group: its panels leave L2 between blocks of positions
+    ((16, 128, 16, 16), (256, 128, 4, 4), dict(stride=2, padding=1), False),
+    # a stride beyond the input: the phase copy would be mostly zero planes
+    ((1, 4, 10, 10), (4, 4, 3, 3), dict(stride=9, padding=4), False),
+    # 4 x 4 outputs on a 6 x 6 padded grid: too many positions computed and dropped
+    ((16, 64, 8, 8), (64, 64, 4, 4), dict(stride=2, padding=1), False),
+])
+def test_implicit_rule(x_shape, w_shape, kw, expected):
+    previous = _kernels.set_gemm_kernel("own")
+    try:
+        plan = _plan(x_shape, w_shape, **kw)
+        assert _layout.implicit_convolution(plan) == expected
+        _layout._build_layout.cache_clear()
+        source = _compiled.Executor(plan, "gemm").layout.column_source
+        assert (source == _layout.IMPLICIT) == expected
+        _kernels.set_gemm_kernel("blas")
+        assert not _layout.implicit_convolution(plan)
+    finally:
+        _kernels.set_gemm_kernel(previous)
+        _layout._build_layout.cache_clear()
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((8, 32, 36, 36), (32, 32, 3, 3), dict(dilation=2)),
+    ((2, 4, 9, 12, 11), (5, 4, 3, 3, 3), dict(stride=2, padding=1)),
+    ((4, 16, 301), (24, 16, 16), dict(stride=8, padding=4)),
+])
+def test_implicit_workspace_is_bounded_by_the_call(implicit, x_shape, w_shape, kw):
+    """The phase copy holds one sample (at most twice its input, by the rule, each
+    phase plane skewed by under two cache lines, plus a tile), the panels the weight
+    padded to whole NR channels."""
+    plan = _plan(x_shape, w_shape, **kw)
+    layout = _compiled.Executor(plan, "gemm").layout
+    ws = layout.workspace
+    channels, sample = x_shape[1], np.prod(x_shape[1:])
+    phases = np.prod([axis.stride for axis in layout.axes])
+    nr = _kernels.own_gemm_tile(4)[1]
+    assert ws.phased <= 2 * sample + channels * phases * 31 + _kernels.IMPLICIT_TAIL
+    assert ws.packed == -(-w_shape[0] // nr) * nr * np.prod(w_shape[1:])
+    assert ws.columns == 0 and ws.product == 0
