@@ -124,27 +124,13 @@ STC_GEMM_TARGET static void stc_gemm_tile_##SUFFIX(                             
                                                                                             \
 /* op(A)[i0:i0+mc, p0:p0+kc] as panels of MR rows: panel r holds, for each p, MR values */  \
 STC_GEMM_TARGET static void stc_gemm_pack_a_##SUFFIX(                                       \
-    T *dst, char trans, const T *a, ptrdiff_t lda, const ptrdiff_t *a_offset, ptrdiff_t i0, \
-    ptrdiff_t mc, ptrdiff_t p0, ptrdiff_t kc)                                               \
+    T *dst, char trans, const T *a, ptrdiff_t lda, ptrdiff_t i0, ptrdiff_t mc,              \
+    ptrdiff_t p0, ptrdiff_t kc)                                                             \
 {                                                                                           \
     enum { MR = STC_GEMM_MR_BYTES / sizeof(T) };                                            \
     for (ptrdiff_t r = 0; r < mc; r += MR, dst += MR * kc) {                                \
         ptrdiff_t rows = mc - r < MR ? mc - r : MR;                                         \
-        if (a_offset) {                                                                     \
-            /* implicit A: op(A)[i, p] = a[a_offset[p] + i], each column a run */           \
-            for (ptrdiff_t p = 0; p < kc; p++) {                                            \
-                const T *src = a + a_offset[p0 + p] + i0 + r;                               \
-                T *d = dst + p * MR;                                                        \
-                if (rows == MR) {                                                           \
-                    ((stc_gv_##SUFFIX *) d)[0] = *(const stc_gu_##SUFFIX *) src;            \
-                    ((stc_gv_##SUFFIX *) d)[1] = *(const stc_gu_##SUFFIX *) (src + LANES);  \
-                } else {                                                                    \
-                    ptrdiff_t i = 0;                                                        \
-                    for (; i < rows; i++) d[i] = src[i];                                    \
-                    for (; i < MR; i++) d[i] = 0;                                           \
-                }                                                                           \
-            }                                                                               \
-        } else if (trans == 'N') {                                                          \
+        if (trans == 'N') {                                                                 \
             const T *src = a + (i0 + r) + p0 * lda;                                         \
             for (ptrdiff_t p = 0; p < kc; p++, src += lda) {                                \
                 T *d = dst + p * MR;                                                        \
@@ -222,13 +208,11 @@ STC_GEMM_TARGET static void stc_gemm_pack_b_##SUFFIX(                           
     }                                                                                       \
 }                                                                                           \
                                                                                             \
-/* C (m x n, ldc) = op(A) op(B) + beta C, op(A) either a matrix (transa, lda) or, with \
- * a_offset, implicit: op(A)[i, p] = a[a_offset[p] + i].  Returns 0, or -1 if the pack \
- * buffers could not be allocated (C untouched: the caller falls back to BLAS). */         \
-STC_GEMM_TARGET static int stc_gemm_nest_##SUFFIX(                                          \
+/* C (m x n, ldc) = op(A) op(B) + beta C; returns 0, or -1 if the pack buffers could not  \
+ * be allocated (C untouched: the caller falls back to BLAS). */                            \
+STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                               \
     char transa, char transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,            \
-    ptrdiff_t lda, const ptrdiff_t *a_offset, const T *b, ptrdiff_t ldb, int beta, T *c,    \
-    ptrdiff_t ldc)                                                                          \
+    ptrdiff_t lda, const T *b, ptrdiff_t ldb, int beta, T *c, ptrdiff_t ldc)                \
 {                                                                                           \
     enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
     if (m <= 0 || n <= 0)                                                                   \
@@ -256,7 +240,7 @@ STC_GEMM_TARGET static int stc_gemm_nest_##SUFFIX(                              
             stc_gemm_pack_b_##SUFFIX(bpack, transb, b, ldb, pc, kc, jc, nc);                \
             for (ptrdiff_t ic = 0; ic < m; ic += STC_GEMM_MC) {                             \
                 ptrdiff_t mc = m - ic < STC_GEMM_MC ? m - ic : STC_GEMM_MC;                 \
-                stc_gemm_pack_a_##SUFFIX(apack, transa, a, lda, a_offset, ic, mc, pc, kc);            \
+                stc_gemm_pack_a_##SUFFIX(apack, transa, a, lda, ic, mc, pc, kc);            \
                 for (ptrdiff_t jr = 0; jr < nc; jr += NR)                                   \
                     for (ptrdiff_t ir = 0; ir < mc; ir += MR)                               \
                         stc_gemm_tile_##SUFFIX(                                             \
@@ -268,23 +252,6 @@ STC_GEMM_TARGET static int stc_gemm_nest_##SUFFIX(                              
     }                                                                                       \
     free(memory);                                                                           \
     return 0;                                                                               \
-}                                                                                           \
-                                                                                            \
-STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                               \
-    char transa, char transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,            \
-    ptrdiff_t lda, const T *b, ptrdiff_t ldb, int beta, T *c, ptrdiff_t ldc)                \
-{                                                                                           \
-    return stc_gemm_nest_##SUFFIX(transa, transb, m, n, k, a, lda, NULL, b, ldb, beta, c,   \
-                                  ldc);                                                     \
-}                                                                                           \
-                                                                                            \
-/* C = op(A) op(B) + beta C with the implicit A above (see stc_implicit_conv) */           \
-STC_GEMM_TARGET static int stc_gemm_implicit_##SUFFIX(                                      \
-    char transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,                         \
-    const ptrdiff_t *a_offset, const T *b, ptrdiff_t ldb, int beta, T *c, ptrdiff_t ldc)    \
-{                                                                                           \
-    return stc_gemm_nest_##SUFFIX('N', transb, m, n, k, a, 0, a_offset, b, ldb, beta, c,    \
-                                  ldc);                                                     \
 }
 
 

@@ -500,7 +500,8 @@ def _implicit_layout(plan, axes):
     # tile reads (one per channel and tap) would all fall in one L1 set (unet_up2's
     # 64 x 64 phase planes ran 1.35x slower)
     lines = -(-plane * plan.dtype.itemsize // 64)
-    plane_pitch = (lines + 1 - lines % 2) * 64 // plan.dtype.itemsize
+    plane_pitch = ((lines + 1 - lines % 2) * 64 // plan.dtype.itemsize
+                   if plane * plan.dtype.itemsize >= 4096 else plane)
     sz, sy, sx = g.stride
     phase = (rz[:, None, None] * sy + ry[None, :, None]) * sx + rx[None, None, :]
     shift = (qz[:, None, None] * py + qy[None, :, None]) * px + qx[None, None, :]

@@ -416,7 +416,8 @@ def test_algorithms_refuse_outside_their_domain():
 def test_workspaces_are_bounded_by_the_call(cfg):
     """No algorithm's workspace exceeds the call's own input, output and weight sizes
     (per thread, for scratch planes; twice the large side plus 16 per row for its
-    zero-padded phased copy) plus the GEMM column cap."""
+    zero-padded phased copy) plus the GEMM column cap; the implicit convolution's
+    bounds are its own."""
     x, w, b = cfg.arrays()
     plan = cfg.plan(x, w, b)
     arrays = x.size + math.prod(cfg.output_shape) + w.size
@@ -426,10 +427,21 @@ def test_workspaces_are_bounded_by_the_call(cfg):
         for algorithm in _layout.ALGORITHMS.values():
             if _layout.unsupported(plan, direction, algorithm) is not None:
                 continue
-            ws = _layout.build_layout(plan, direction, algorithm).workspace
+            layout = _layout.build_layout(plan, direction, algorithm)
+            ws = layout.workspace
             assert ws.scratch <= math.prod(plan.geometry.large)
-            # the phase-major copy of the input, zero-padded on x by at most its row + 16
             large_side = x if not cfg.transposed else np.empty(cfg.output_shape)
+            if layout.column_source == _layout.IMPLICIT:
+                # one sample's phase copy (at most twice its input, each phase plane
+                # skewed by under two cache lines, plus a tile), the weight as panels of
+                # whole NR output channels
+                phases = math.prod(axis.stride for axis in layout.axes)
+                nr = _kernels.own_gemm_tile(8)[1]
+                assert ws.phased <= (2 * large_side[0].size + large_side.shape[1] * phases * 31
+                                     + _kernels.IMPLICIT_TAIL)
+                assert ws.packed <= nr * w.size and ws.columns == ws.product == 0
+                continue
+            # the phase-major copy of the input, zero-padded on x by at most its row + 16
             rows = large_side.size // large_side.shape[-1]
             assert ws.phased <= 2 * large_side.size + 16 * rows
             assert ws.packed + ws.product <= arrays
