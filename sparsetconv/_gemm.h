@@ -76,6 +76,40 @@ STC_GEMM_TARGET static inline void stc_gemm_transpose_##SUFFIX(stc_gv_##SUFFIX *
     }                                                                                       \
 }                                                                                           \
                                                                                             \
+/* v := rows src, src + pitch, ... (`valid` of them, zeros after), LANES long, then     \
+ * transposed: v[q] holds element q of every row -- a strided pack's block */             \
+STC_GEMM_TARGET static inline void stc_gemm_block_##SUFFIX(                                 \
+    stc_gv_##SUFFIX *v, const T *src, ptrdiff_t pitch, ptrdiff_t valid)                     \
+{                                                                                           \
+    for (ptrdiff_t i = 0; i < LANES; i++)                                                   \
+        v[i] = i < valid ? *(const stc_gu_##SUFFIX *) (src + i * pitch)                     \
+                         : (stc_gv_##SUFFIX){0};                                            \
+    stc_gemm_transpose_##SUFFIX(v);                                                         \
+}                                                                                           \
+                                                                                            \
+/* lo, hi := the MR x NR product of kc rows of A and of the packed B panel: A packed    \
+ * (a_offset NULL: row p at a + p MR) or implicit (row p at a + a_offset[p]).  Inlined   \
+ * with a constant a_offset, so each caller gets its own loop. */                         \
+STC_GEMM_TARGET static inline __attribute__((always_inline)) void                           \
+stc_gemm_accumulate_##SUFFIX(ptrdiff_t kc, const T *a, const ptrdiff_t *a_offset,           \
+                             const T *bp, stc_gv_##SUFFIX *lo, stc_gv_##SUFFIX *hi)         \
+{                                                                                           \
+    enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
+    for (int j = 0; j < NR; j++) {                                                          \
+        lo[j] = (stc_gv_##SUFFIX){0};                                                       \
+        hi[j] = (stc_gv_##SUFFIX){0};                                                       \
+    }                                                                                       \
+    for (ptrdiff_t p = 0; p < kc; p++, bp += NR) {                                          \
+        const T *ap = a_offset ? a + a_offset[p] : a + p * MR;                              \
+        stc_gv_##SUFFIX a0 = *(const stc_gu_##SUFFIX *) ap;                                 \
+        stc_gv_##SUFFIX a1 = *(const stc_gu_##SUFFIX *) (ap + LANES);                       \
+        for (int j = 0; j < NR; j++) {                                                      \
+            lo[j] += a0 * bp[j];                                                            \
+            hi[j] += a1 * bp[j];                                                            \
+        }                                                                                   \
+    }                                                                                       \
+}                                                                                           \
+                                                                                            \
 /* the MR x NR tile of C at c += (or =, beta 0) the panels' product over kc */              \
 STC_GEMM_TARGET static void stc_gemm_tile_##SUFFIX(                                         \
     ptrdiff_t kc, const T *ap, const T *bp, T *c, ptrdiff_t ldc, int beta,                  \
@@ -83,20 +117,7 @@ STC_GEMM_TARGET static void stc_gemm_tile_##SUFFIX(                             
 {                                                                                           \
     enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
     stc_gv_##SUFFIX lo[NR], hi[NR];                                                         \
-    for (int j = 0; j < NR; j++) {                                                          \
-        lo[j] = (stc_gv_##SUFFIX){0};                                                       \
-        hi[j] = (stc_gv_##SUFFIX){0};                                                       \
-    }                                                                                       \
-    for (ptrdiff_t p = 0; p < kc; p++) {                                                    \
-        stc_gv_##SUFFIX a0 = ((const stc_gv_##SUFFIX *) ap)[0];                             \
-        stc_gv_##SUFFIX a1 = ((const stc_gv_##SUFFIX *) ap)[1];                             \
-        for (int j = 0; j < NR; j++) {                                                      \
-            lo[j] += a0 * bp[j];                                                            \
-            hi[j] += a1 * bp[j];                                                            \
-        }                                                                                   \
-        ap += MR;                                                                           \
-        bp += NR;                                                                           \
-    }                                                                                       \
+    stc_gemm_accumulate_##SUFFIX(kc, ap, NULL, bp, lo, hi);                                 \
     if (rows == MR && cols == NR) {                                                         \
         for (int j = 0; j < NR; j++) {                                                      \
             stc_gu_##SUFFIX *c0 = (stc_gu_##SUFFIX *) (c + j * ldc);                        \
@@ -150,12 +171,8 @@ STC_GEMM_TARGET static void stc_gemm_pack_a_##SUFFIX(                           
             for (; p + LANES <= kc; p += LANES)                                             \
                 for (ptrdiff_t h = 0; h < MR; h += LANES) {                                 \
                     stc_gv_##SUFFIX v[LANES];                                               \
-                    for (ptrdiff_t i = 0; i < LANES; i++)                                   \
-                        v[i] = h + i < rows                                                 \
-                            ? *(const stc_gu_##SUFFIX *) (a + p0 + p                        \
-                                                            + (i0 + r + h + i) * lda)       \
-                            : (stc_gv_##SUFFIX){0};                                         \
-                    stc_gemm_transpose_##SUFFIX(v);                                         \
+                    stc_gemm_block_##SUFFIX(v, a + p0 + p + (i0 + r + h) * lda, lda,        \
+                                            rows - h);                                      \
                     for (ptrdiff_t q = 0; q < LANES; q++)                                   \
                         *(stc_gv_##SUFFIX *) (dst + (p + q) * MR + h) = v[q];               \
                 }                                                                           \
@@ -184,12 +201,8 @@ STC_GEMM_TARGET static void stc_gemm_pack_b_##SUFFIX(                           
                 for (ptrdiff_t h = 0; h < NR; h += LANES) {                                 \
                     ptrdiff_t width = NR - h < LANES ? NR - h : LANES;                      \
                     stc_gv_##SUFFIX v[LANES];                                               \
-                    for (ptrdiff_t j = 0; j < LANES; j++)                                   \
-                        v[j] = h + j < cols                                                 \
-                            ? *(const stc_gu_##SUFFIX *) (b + p0 + p                        \
-                                                            + (j0 + s + h + j) * ldb)       \
-                            : (stc_gv_##SUFFIX){0};                                         \
-                    stc_gemm_transpose_##SUFFIX(v);                                         \
+                    stc_gemm_block_##SUFFIX(v, b + p0 + p + (j0 + s + h) * ldb, ldb,        \
+                                            cols - h);                                      \
                     for (ptrdiff_t q = 0; q < LANES; q++)                                   \
                         memcpy(dst + (p + q) * NR + h, &v[q], width * sizeof(T));           \
                 }                                                                           \
@@ -267,21 +280,11 @@ STC_GEMM_TARGET static int stc_gemm_##SUFFIX(                                   
 STC_GEMM_TARGET static void stc_implicit_tile_##SUFFIX(                                     \
     ptrdiff_t depth, const T *a, const ptrdiff_t *a_offset, const T *bp, T *tile)          \
 {                                                                                           \
-    enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
+    enum { NR = STC_GEMM_NR };                                                              \
     stc_gv_##SUFFIX lo[NR], hi[NR];                                                         \
-    for (int j = 0; j < NR; j++) {                                                          \
-        lo[j] = (stc_gv_##SUFFIX){0};                                                       \
-        hi[j] = (stc_gv_##SUFFIX){0};                                                       \
-    }                                                                                       \
-    for (ptrdiff_t p = 0; p < depth; p++, bp += NR) {                                       \
-        const T *ap = a + a_offset[p];                                                      \
-        stc_gv_##SUFFIX a0 = *(const stc_gu_##SUFFIX *) ap;                                 \
-        stc_gv_##SUFFIX a1 = *(const stc_gu_##SUFFIX *) (ap + LANES);                       \
-        for (int j = 0; j < NR; j++) {                                                      \
-            lo[j] += a0 * bp[j];                                                            \
-            hi[j] += a1 * bp[j];                                                            \
-        }                                                                                   \
-    }                                                                                       \
+    if (!a_offset) /* never: tells the inlined loop that A is implicit */                   \
+        return;                                                                             \
+    stc_gemm_accumulate_##SUFFIX(depth, a, a_offset, bp, lo, hi);                           \
     for (int j = 0; j < NR; j++) {                                                          \
         ((stc_gv_##SUFFIX *) tile)[2 * j] = lo[j];                                          \
         ((stc_gv_##SUFFIX *) tile)[2 * j + 1] = hi[j];                                      \

@@ -1463,6 +1463,20 @@ cdef void _implicit_phases(floating *phased, const floating *large, const Proble
                                                      m0, m1, ax.stride)
 
 
+cdef inline void _implicit_conv(const floating *a, const Py_ssize_t *a_offset,
+                                Py_ssize_t depth, const floating *panels, Py_ssize_t cout,
+                                const floating *bias, floating *out, Py_ssize_t out_pitch,
+                                const Py_ssize_t *out_offset, Py_ssize_t u_begin,
+                                Py_ssize_t u_end, Py_ssize_t c_begin,
+                                Py_ssize_t c_end) noexcept nogil:
+    if floating is float:
+        stc_implicit_conv_f(a, a_offset, depth, panels, cout, bias, out, out_pitch,
+                            out_offset, u_begin, u_end, c_begin, c_end)
+    else:
+        stc_implicit_conv_d(a, a_offset, depth, panels, cout, bias, out, out_pitch,
+                            out_offset, u_begin, u_end, c_begin, c_end)
+
+
 cdef void _conv_implicit(floating *out, const floating *large, const floating *w,
                          const floating *bias, const Buffers *buf, const Problem *p,
                          int n_threads) noexcept nogil:
@@ -1493,20 +1507,12 @@ cdef void _conv_implicit(floating *out, const floating *large, const floating *w
             c0 = (item % channel_blocks) * channels
             u0 = (item // channel_blocks % blocks) * p.u_block
             g = item // (channel_blocks * blocks)
-            if floating is float:
-                stc_implicit_conv_f(phased + g * cl_g * pitch, p.a_offset, depth,
-                                    panels + g * panel_size, cout_g,
-                                    bias + g * cout_g if bias != NULL else NULL,
-                                    out + (n * p.c_small + g * cout_g) * size, size,
-                                    p.out_offset, u0, min(u0 + p.u_block, p.positions),
-                                    c0, min(c0 + channels, cout_g))
-            else:
-                stc_implicit_conv_d(phased + g * cl_g * pitch, p.a_offset, depth,
-                                    panels + g * panel_size, cout_g,
-                                    bias + g * cout_g if bias != NULL else NULL,
-                                    out + (n * p.c_small + g * cout_g) * size, size,
-                                    p.out_offset, u0, min(u0 + p.u_block, p.positions),
-                                    c0, min(c0 + channels, cout_g))
+            _implicit_conv(phased + g * cl_g * pitch, p.a_offset, depth,
+                           panels + g * panel_size, cout_g,
+                           bias + g * cout_g if bias != NULL else NULL,
+                           out + (n * p.c_small + g * cout_g) * size, size, p.out_offset,
+                           u0, min(u0 + p.u_block, p.positions), c0,
+                           min(c0 + channels, cout_g))
 
 
 cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const floating *x,
