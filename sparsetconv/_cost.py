@@ -20,7 +20,8 @@ from math import prod
 
 from . import _kernels
 from ._layout import (CONVOLVE, IM2COL, TRANSPOSE, WHOLE_INPUT, block_rows_per_gemm,
-                      column_elements, column_source, forward_chunk)
+                      column_elements, column_source, forward_chunk, implicit_convolution,
+                      implicit_extents)
 
 __all__ = ["gemm_seconds", "direct_seconds", "gemm_counts", "direct_counts"]
 
@@ -95,10 +96,28 @@ class _Counts:
         self.large_elements = n_groups * self.c_large * self.large
 
 
+def implicit_counts(plan):
+    """The units of work of an implicit convolution (``_layout.implicit_convolution``),
+    in CONVOLUTION_GEMM's units: the micro-kernel's multiply-adds over the padded grid
+    and the channels padded to whole NR panels, the phase copy (as large-side
+    elements), the outputs, and the weight panels swept once per sample."""
+    c = _Counts(plan)
+    positions, copied = implicit_extents(plan)
+    nr = _kernels.own_gemm_tile(plan.dtype.itemsize)[1]
+    channels = _ceil_div(c.c_small, nr) * nr
+    n_groups = c.batch * c.groups
+    return dict(mac=n_groups * positions * channels * c.c_large * c.taps,
+                column_row=0, column_element=0, small_element=c.small_elements,
+                large_element=c.batch * plan.large_channels * copied,
+                weight_read=n_groups * c.c_small * c.c_large * c.taps)
+
+
 def gemm_counts(plan):
     """The units of work of the GEMM algorithm on ``plan``, by the names of its costs
     (TRANSPOSED_GEMM or CONVOLUTION_GEMM)."""
     c = _Counts(plan)
+    if not plan.transposed and implicit_convolution(plan):
+        return implicit_counts(plan)
     source = column_source(plan.geometry)
     copied = column_elements(plan, c.batch) if source == IM2COL else 0
     # one GEMM per chunk of samples (all samples at once for WHOLE_INPUT) -- for a

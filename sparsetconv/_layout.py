@@ -458,6 +458,16 @@ def _padded_extents(g):
                                                     g.dilation, g.pad_begin)))
 
 
+def implicit_extents(plan):
+    """(grid positions per sample, phase-copy elements per channel) of an implicit
+    convolution of ``plan``."""
+    g = plan.geometry.lifted(3)
+    extents = _padded_extents(g)
+    oz, oy, ox = g.small
+    pz, py, px = extents
+    return ((oz - 1) * py + oy - 1) * px + ox, prod(g.stride) * prod(extents)
+
+
 def implicit_convolution(plan):
     """Whether a GEMM convolution (IM2COL source) runs IMPLICIT instead: with the own
     GEMM, when a group's weight stays in L2 (IMPLICIT_MAX_WEIGHT_BYTES), the padded
@@ -467,13 +477,11 @@ def implicit_convolution(plan):
     if _kernels.gemm_kernel() != "own":
         return False
     g = plan.geometry.lifted(3)
+    if column_source(g) != IM2COL:
+        return False
     depth = (plan.large_channels // plan.groups) * prod(g.kernel)
     weight_bytes = (plan.small_channels // plan.groups) * depth * plan.dtype.itemsize
-    extents = _padded_extents(g)
-    oz, oy, ox = g.small
-    pz, py, px = extents
-    positions = ((oz - 1) * py + oy - 1) * px + ox
-    copy = prod(g.stride) * prod(extents)
+    positions, copy = implicit_extents(plan)
     replication = prod(g.kernel) * prod(g.small) / prod(g.large)
     return (weight_bytes <= IMPLICIT_MAX_WEIGHT_BYTES
             and replication >= IMPLICIT_MIN_REPLICATION
