@@ -34,7 +34,9 @@ echo "sanitize: building with CFLAGS=$FLAGS"
 if grep -q "OpenMP not available" "$WORK/build.log"; then
     echo "sanitize: the OpenMP probe failed under the sanitizer flags; building serially" >&2
 fi
-nm -D "$WORK"/src/sparsetconv/_kernels*.so | grep -q __asan_ || {
+# (nm into a file: `nm | grep -q` fails under pipefail when grep's early exit kills nm)
+nm -D "$WORK"/src/sparsetconv/_kernels*.so > "$WORK/symbols"
+grep -q __asan_ "$WORK/symbols" || {
     echo "sanitize: the extension is not instrumented"; exit 1; }
 
 # libstdc++ too: ASan intercepts __cxa_throw, and must find the real one at start-up
