@@ -428,16 +428,23 @@ IMPLICIT_PANEL_BYTES = 256 * 1024
 IMPLICIT_TILES_PER_BLOCK = 8
 
 
-def _phase_split(small, large, k, s, d, pad):
+def _phase_shifts(k, s, d, pad):
     """One axis: tap t reads large position s*o + t*d - pad = s*(o + q_t) + r_t.
-    Returns (q_t - min q, r_t, padded length P, phase_source[r * P + m], phase_runs):
-    phase r's valid positions are one run [m0, m1), natural m0's source + (m - m0) s
-    (phase_runs[r] = (m0, m1, that source; 0 for an empty run))."""
+    Returns (q_t - min q, r_t, min q, max q - min q: the padded length's excess)."""
     reach = np.arange(k) * d - pad
     q = reach // s
     r = reach - q * s
     q_min = int(q.min())
-    length = small + int(q.max()) - q_min
+    return q - q_min, r, q_min, int(q.max()) - q_min
+
+
+def _phase_split(small, large, k, s, d, pad):
+    """One axis of the phase copy: (q_t - min q, r_t, padded length P,
+    phase_source[r * P + m], phase_runs): phase r's valid positions are one run
+    [m0, m1), natural m0's source + (m - m0) s (phase_runs[r] = (m0, m1, that source;
+    0 for an empty run))."""
+    q, r, q_min, excess = _phase_shifts(k, s, d, pad)
+    length = small + excess
     natural = s * (np.arange(length)[None, :] + q_min) + np.arange(s)[:, None]
     valid = (natural >= 0) & (natural < large)
     source = np.where(valid, natural, -1)
@@ -446,16 +453,14 @@ def _phase_split(small, large, k, s, d, pad):
         m = np.flatnonzero(valid[phase])
         runs.append((int(m[0]), int(m[-1]) + 1, int(natural[phase, m[0]])) if m.size
                     else (0, 0, 0))
-    return q - q_min, r, length, _intp(source.ravel()), _intp(np.array(runs).ravel())
+    return q, r, length, _intp(source.ravel()), _intp(np.array(runs).ravel())
 
 
 def _padded_extents(g):
     """Per axis (lifted geometry): the padded length P of the phase copy."""
-    return tuple(small + (max(reach) // s) - (min(reach) // s)
-                 for small, s, reach in (
-                     (small, s, [t * d - pad for t in range(k)])
-                     for small, k, s, d, pad in zip(g.small, g.kernel, g.stride,
-                                                    g.dilation, g.pad_begin)))
+    return tuple(small + _phase_shifts(k, s, d, pad)[3]
+                 for small, k, s, d, pad in zip(g.small, g.kernel, g.stride, g.dilation,
+                                                g.pad_begin))
 
 
 def implicit_extents(plan):
@@ -518,7 +523,7 @@ def _implicit_layout(plan, axes):
     a_offset = (np.arange(channels)[:, None] * pitch
                 + (phase * plane_pitch + shift).ravel()).ravel()
     oz, oy, ox = g.small
-    u = np.arange(((oz - 1) * py + oy - 1) * px + ox)
+    u = np.arange(implicit_extents(plan)[0])
     z, rest = np.divmod(u, py * px)
     y, x = np.divmod(rest, px)
     out_offset = np.where((y < oy) & (x < ox), (z * oy + y) * ox + x, -1)
