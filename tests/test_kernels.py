@@ -233,8 +233,8 @@ def _progress_during(call):
 
 
 def _long_call(algorithm, transposed):
-    """A compiled call of ~0.05-0.5 s on one thread (a few repeats of one kernel), and
-    its executor."""
+    """A compiled call of ~0.2 s on one thread (repeats of one kernel), and its
+    executor."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 16, 48, 48))
     w = rng.standard_normal((16, 16, 5, 64) if algorithm == "kernel_rows" else (16, 16, 5, 5))
@@ -242,15 +242,28 @@ def _long_call(algorithm, transposed):
     # (it runs as a convolution), and NumPy's copy releases the GIL too
     plan = _plan(transposed, x, w, None, 2, 2, 0, 1, 1)
     executor = _compiled.Executor(plan, ALGORITHMS[algorithm])
+    return executor, _repeated(lambda: executor(x, w, None))
+
+
+LONG_CALL_SECONDS = 0.2
+
+
+def _repeated(once):
+    """``once`` repeated (at least 10 times) for ~LONG_CALL_SECONDS on one thread:
+    the probe needs a call long enough to count steps under load, and a fixed repeat
+    count stops being enough whenever a kernel gets faster."""
+    with stc.threads(1):
+        start = time.perf_counter()
+        once()
+        elapsed = time.perf_counter() - start
+    repeats = max(10, math.ceil(LONG_CALL_SECONDS / max(elapsed, 1e-6)))
 
     def call():
         with stc.threads(1):
-            for _ in range(LONG_CALL_REPEATS):  # long enough to count steps under load
-                executor(x, w, None)
-    return executor, call
-
-
-LONG_CALL_REPEATS = 10
+            for _ in range(repeats):
+                once()
+    call.repeats = repeats
+    return call
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
@@ -275,10 +288,7 @@ def test_weight_gradient_kernels_release_the_gil(transposed):
     for algorithm in ("direct", "gemm"):
         gradient = _compiled.WeightGradient(plan, algorithm)
 
-        def call():
-            with stc.threads(1):
-                for _ in range(LONG_CALL_REPEATS):  # long enough for the probe to see steps
-                    gradient(small, large)
+        call = _repeated(lambda: gradient(small, large))
         assert _progress_during(call) >= 10, algorithm
 
 
@@ -291,7 +301,7 @@ def test_gil_probe_catches_a_kernel_that_holds_the_gil():
     duration = time.perf_counter() - start
 
     def holds_the_gil(*args):
-        end = time.perf_counter() + duration / LONG_CALL_REPEATS
+        end = time.perf_counter() + duration / call.repeats
         while time.perf_counter() < end:
             pass
 
