@@ -112,6 +112,60 @@ def measure(seeds, count, rounds):
     return records
 
 
+def _forced_grid(value):
+    """A context in which DIRECT convolutions run over the grid (True) or by rows."""
+    import contextlib
+
+    from sparsetconv import _layout
+
+    @contextlib.contextmanager
+    def forced():
+        rule = _layout.grid_convolution
+        _layout.grid_convolution = lambda plan: value
+        _layout._build_layout.cache_clear()
+        try:
+            yield
+        finally:
+            _layout.grid_convolution = rule
+            _layout._build_layout.cache_clear()
+    return forced()
+
+
+def measure_grid(seeds, count, rounds):
+    """One record per DIRECT convolution call (an adjoint, or a stride-1 transposed
+    layer run as its convolution) inside the grid's domain: the row kernels and the
+    grid, both forced, with the GATHER and GRID tables' counts."""
+    from sparsetconv import _layout
+    records = []
+    for seed in seeds:
+        for layer in random_layers(seed, count):
+            rng = np.random.default_rng(0)
+            w = rng.standard_normal(layer.weight).astype(np.float32)
+            for plan, shape in zip(_plans(layer), (layer.input, layer.output_shape)):
+                x = rng.standard_normal(shape).astype(np.float32)
+                calls = {}
+                for variant in ("rows", "grid"):
+                    with _forced_grid(variant == "grid"):
+                        executor = _compiled.Executor(plan, "direct")
+                    calls[variant] = (lambda e=executor: e(x, w, None))
+                kernel_plan = executor.kernel_plan
+                g = kernel_plan.geometry
+                positions, copy = _layout.implicit_extents(kernel_plan)
+                if (kernel_plan.transposed or positions > 2 * math.prod(g.small)
+                        or copy > 2 * math.prod(g.large)):
+                    continue
+                times = _time(calls, rounds)
+                records.append(dict(
+                    layer=f"{layer.name}/seed{seed}",
+                    direction="transpose" if plan.transposed else "adjoint", times=times,
+                    tables=dict(rows=("GATHER", _cost.rows_counts(kernel_plan)),
+                                grid=("GRID", _cost.grid_counts(kernel_plan)))))
+                print(f"{records[-1]['layer']:24} {records[-1]['direction']:9} "
+                      + " ".join(f"{a} {t * 1e3:8.3f} ms" for a, t in times.items()),
+                      flush=True)
+    return records
+
+
 def fit(records, relevant):
     """Per cost table: the non-negative costs (seconds per unit) that fit its calls."""
     rows = {}
@@ -158,6 +212,9 @@ def main(argv=None):
                         help="fit only calls within this factor of the faster (default 4)")
     parser.add_argument("--save", metavar="FILE", help="write the timings to FILE (json)")
     parser.add_argument("--load", metavar="FILE", help="refit saved timings, measure nothing")
+    parser.add_argument("--grid", action="store_true",
+                        help="time and fit the DIRECT convolution's two forms instead "
+                        "(row kernels, GATHER, against the padded grid, GRID)")
     parser.add_argument("--gemm", choices=("own", "blas"),
                         help="the GEMM kernel to time (default: own where the CPU has "
                         "AVX-512, else blas)")
@@ -171,7 +228,8 @@ def main(argv=None):
     else:
         h.print_versions()
         with stc.threads(1):
-            records = measure(args.seeds, args.count, args.rounds)
+            records = (measure_grid if args.grid else measure)(args.seeds, args.count,
+                                                               args.rounds)
         if args.save:
             with open(args.save, "w") as f:
                 json.dump(records, f)
@@ -181,6 +239,8 @@ def main(argv=None):
     for table, costs in tables.items():
         body = ", ".join(f"{name}={cost * 1e9:.3g} * NS" for name, cost in costs.items())
         print(f"{table} = dict({body})")
+    if args.grid:
+        return _report_grid(records, tables)
     margin = _cost.DIRECT_MUST_BEAT_GEMM_BY
 
     def refitted(record):
@@ -193,6 +253,20 @@ def main(argv=None):
                           ("refitted tables", refitted)):
         mean, worst = regret(records, choose)
         print(f"{label}: chosen / faster algorithm, geomean {mean:.3f}, worst {worst:.2f}")
+    return 0
+
+
+def _report_grid(records, tables):
+    """How often the grid rule (GRID against the current GATHER) picks the faster form,
+    with the current and the refitted GRID table."""
+    current = {"GATHER": _cost.GATHER, "GRID": _cost.GRID}
+    refit = {"GATHER": _cost.GATHER, "GRID": tables.get("GRID", _cost.GRID)}
+    print()
+    for label, costs in (("current GRID table", current), ("refitted GRID table", refit)):
+        def choose(record):
+            return min(("rows", "grid"), key=lambda v: _estimate(costs, record, v))
+        mean, worst = regret(records, choose)
+        print(f"{label}: chosen / faster form, geomean {mean:.3f}, worst {worst:.2f}")
     return 0
 
 

@@ -12,16 +12,17 @@ the tables of the BLAS GEMM).
 
 How well it chooses (time of the chosen algorithm / the faster of the two, one
 thread, own GEMM): on the 64 forward calls of the benchmark's own random layers
-(seed 0, not fitted) geomean 1.002, worst 1.16; on the 288 fitted calls 1.014, worst
-2.80.  With the BLAS GEMM, on the fitted calls: 1.012, worst 1.89.
+(seed 0, not fitted) geomean 1.003, worst 1.09; on the fitted calls 1.011, worst
+1.61.  The BLAS tables were fitted before the grid convolution existed and were not
+refitted with it (on the fitted calls then: 1.012, worst 1.89).
 """
 
 from math import prod
 
 from . import _kernels
-from ._layout import (CONVOLVE, IM2COL, TRANSPOSE, WHOLE_INPUT, block_rows_per_gemm,
-                      column_elements, column_source, forward_chunk, implicit_convolution,
-                      implicit_extents)
+from ._layout import (CONVOLVE, IM2COL, TRANSPOSE, WHOLE_INPUT, _padded_extents,
+                      block_rows_per_gemm, column_elements, column_source, forward_chunk,
+                      grid_convolution, implicit_convolution, implicit_extents)
 
 __all__ = ["gemm_seconds", "direct_seconds", "gemm_counts", "direct_counts"]
 
@@ -30,13 +31,13 @@ NS = 1e-9
 # --- GEMM (on a group's channels, a chunk of samples at a time) ---
 # seconds per unit with the library's own AVX-512 GEMM (_gemm.h), which the kernels run
 # where the CPU has AVX-512.  Transposed convolution (columns = W^T x, then col2im):
-TRANSPOSED_GEMM = dict(column_element=0.225 * NS, column_row=1.5 * NS,
-                       large_element=0.461 * NS, mac=0.00808 * NS,
-                       small_element=0.119 * NS, weight_read=0.968 * NS)
+TRANSPOSED_GEMM = dict(column_element=0.263 * NS, column_row=1.75 * NS,
+                       large_element=0.412 * NS, mac=0.00842 * NS,
+                       small_element=0.17 * NS, weight_read=0.776 * NS)
 # convolution (im2col, then W @ columns)
-CONVOLUTION_GEMM = dict(column_element=0.281 * NS, column_row=3.68 * NS,
-                        large_element=0.534 * NS, mac=0.00762 * NS,
-                        small_element=0.0544 * NS, weight_read=0.69 * NS)
+CONVOLUTION_GEMM = dict(column_element=0.244 * NS, column_row=4.11 * NS,
+                        large_element=0.545 * NS, mac=0.00924 * NS,
+                        small_element=0.0278 * NS, weight_read=0.381 * NS)
 # the same with SciPy's BLAS (sgemm/dgemm), on CPUs without AVX-512
 TRANSPOSED_BLAS_GEMM = dict(column_element=0.148 * NS, column_row=1.92 * NS,
                             large_element=0.33 * NS, mac=0.0177 * NS,
@@ -47,12 +48,17 @@ CONVOLUTION_BLAS_GEMM = dict(column_element=0.367 * NS, column_row=4.4 * NS,
 
 # --- DIRECT (the row kernels) ---
 # transposed: each input row scattered once per tap and output channel (stc_block_axpy)
-SCATTER = dict(large_element=0.285 * NS, run=0.843 * NS, small_element=0.237 * NS,
-               vector_step=0.446 * NS)
+SCATTER = dict(large_element=0.314 * NS, run=0.959 * NS, small_element=0.315 * NS,
+               vector_step=0.447 * NS)
 # convolution: output rows gathered in registers, CHANNELS_PER_GATHER channels and up
 # to SOURCES_PER_GATHER source rows per call (stc_rows_gather4)
-GATHER = dict(call=0 * NS, flushed_element=0.0801 * NS, large_element=0.507 * NS,
-              mac=0.0145 * NS, vector_step=0.108 * NS)
+GATHER = dict(call=66.7 * NS, flushed_element=0 * NS, large_element=1.44 * NS,
+              mac=0.00692 * NS, vector_step=0.101 * NS)
+# convolution over the padded grid (column source IMPLICIT): the phase copy, then four
+# output channels at a time, a vector of grid positions per step (stc_grid_dot4)
+GRID = dict(copied_element=0 * NS, copied_row=5.2 * NS, large_element=0.248 * NS,
+            small_element=0.00849 * NS, vector_load=0.451 * NS, vector_step=0.0873 * NS)
+GRID_CHANNELS = _kernels.GRID_BLOCK["channels"]
 GATHER_CHANNELS = _kernels.GATHER_BLOCK["channels"]
 GATHER_SOURCES = _kernels.GATHER_BLOCK["sources"]
 GATHER_ROWS = _kernels.GATHER_BLOCK["rows"]
@@ -136,12 +142,39 @@ def gemm_counts(plan):
 def direct_counts(plan):
     """The units of work of the DIRECT algorithm on ``plan`` -- the plan the row kernels
     run, i.e. after ``_plan.gather_plan`` where that applies -- by the names of its
-    costs (SCATTER for a transposed plan, GATHER for a convolution)."""
+    costs (SCATTER for a transposed plan; GRID or GATHER for a convolution, as
+    ``_layout.grid_convolution`` decides)."""
     c = _Counts(plan)
     steps_per_element = _vector_steps(c.row) / c.row
     if plan.transposed:
         return dict(vector_step=c.macs * steps_per_element, run=c.macs / c.row,
                     small_element=c.small_elements, large_element=c.large_elements)
+    if grid_convolution(plan):
+        return grid_counts(plan)
+    return rows_counts(plan)
+
+
+def grid_counts(plan):
+    """The units of work of a DIRECT convolution over the padded grid: vector steps of
+    grid positions per output channel and (channel, tap) and the vector loads they
+    share, the phase copy's elements and rows, the input read and the outputs kept."""
+    c = _Counts(plan)
+    positions, copied = implicit_extents(plan)
+    lanes = 64 // plan.dtype.itemsize
+    row = _padded_extents(plan.geometry.lifted(3))[-1]     # a phase copy's row
+    copies = c.batch * plan.large_channels * copied
+    steps = c.batch * c.groups * _ceil_div(positions, lanes) * c.c_large * c.taps
+    # a pass of GRID_CHANNELS channels loads each vector once for all of them
+    passes = c.c_small // GRID_CHANNELS + c.c_small % GRID_CHANNELS
+    return dict(vector_step=steps * c.c_small, vector_load=steps * passes,
+                copied_element=copies, copied_row=copies / row,
+                large_element=c.large_elements, small_element=c.small_elements)
+
+
+def rows_counts(plan):
+    """The units of work of a DIRECT convolution row by row (the GATHER table)."""
+    c = _Counts(plan)
+    steps_per_element = _vector_steps(c.row) / c.row
     g = plan.geometry
     # a call gathers GATHER_CHANNELS output channels (a last, partial block idles)
     channel_blocks = _ceil_div(c.c_small, GATHER_CHANNELS)
@@ -164,7 +197,9 @@ def gemm_costs(plan):
 
 
 def direct_costs(plan):
-    return SCATTER if plan.transposed else GATHER
+    if plan.transposed:
+        return SCATTER
+    return GRID if grid_convolution(plan) else GATHER
 
 
 def _seconds(costs, counts):

@@ -41,8 +41,6 @@ static int stc_gemm_available(void) { return 0; }
 #define STC_GEMM_NR 12
 /* MR is two vectors: 128 bytes of rows (32 float32, 16 float64) */
 #define STC_GEMM_MR_BYTES 128
-/* elements past an implicit convolution's phase copy that its last tile may read */
-#define STC_IMPLICIT_TAIL 32
 #define STC_GEMM_KC 256
 #define STC_GEMM_MC 256
 #define STC_GEMM_NC 3072
@@ -291,36 +289,6 @@ STC_GEMM_TARGET static void stc_implicit_tile_##SUFFIX(                         
     }                                                                                       \
 }                                                                                           \
                                                                                             \
-/* One row of the phase copy, `length` long: zeros, then d[m] = s[(m - m0) step] for    \
- * m0 <= m < m1, then zeros (plain loops: the rows are often a dozen elements, where a  \
- * library call per piece cost more than the copy; even lanes of two vectors at step  \
- * 2, the usual stride) */                                                                  \
-STC_GEMM_TARGET static void stc_phase_copy_row_##SUFFIX(T *restrict d, const T *restrict s, \
-                                                  ptrdiff_t length, ptrdiff_t m0,          \
-                                                  ptrdiff_t m1, ptrdiff_t step)            \
-{                                                                                           \
-    ptrdiff_t m = 0, n = m1 - m0, i = 0;                                                    \
-    for (; m < m0; m++) d[m] = 0;                                                           \
-    d += m0;                                                                                \
-    if (step == 1) {                                                                        \
-        for (; i < n; i++) d[i] = s[i];                                                     \
-    } else {                                                                                \
-        if (step == 2) {                                                                    \
-            stc_gi_##SUFFIX even;                                                           \
-            for (int c = 0; c < LANES; c++) even[c] = 2 * c;                                \
-            /* the pair of loads ends at s[2 (i + LANES) - 1]: within the row while     \
-             * i + LANES < n (its last element is s[2 (n - 1)]) */                         \
-            for (; i + LANES < n; i += LANES) {                                             \
-                stc_gv_##SUFFIX x = *(const stc_gu_##SUFFIX *) (s + 2 * i);                 \
-                stc_gv_##SUFFIX y = *(const stc_gu_##SUFFIX *) (s + 2 * i + LANES);         \
-                *(stc_gu_##SUFFIX *) (d + i) = __builtin_shuffle(x, y, even);               \
-            }                                                                               \
-        }                                                                                   \
-        for (; i < n; i++) d[i] = s[i * step];                                              \
-    }                                                                                       \
-    for (m = n; m < length - m0; m++) d[m] = 0;                                             \
-}                                                                                           \
-                                                                                            \
 /* panels[jp][p][j] = w[(jp NR + j) depth + p] (0 past cout): one group's weight, its   \
  * rows (output channels) depth long, as NR-channel panels */                              \
 static void stc_implicit_pack_##SUFFIX(T *panels, const T *w, ptrdiff_t cout,               \
@@ -399,10 +367,6 @@ static int stc_gemm_d(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
                       ptrdiff_t ldc) { return -1; }
 static void stc_implicit_pack_f(float *panels, const float *w, ptrdiff_t cout,
                                 ptrdiff_t depth) {}
-static void stc_phase_copy_row_f(float *d, const float *s, ptrdiff_t length, ptrdiff_t m0,
-                            ptrdiff_t m1, ptrdiff_t step) {}
-static void stc_phase_copy_row_d(double *d, const double *s, ptrdiff_t length, ptrdiff_t m0,
-                            ptrdiff_t m1, ptrdiff_t step) {}
 static void stc_implicit_pack_d(double *panels, const double *w, ptrdiff_t cout,
                                 ptrdiff_t depth) {}
 static void stc_implicit_conv_f(const float *a, const ptrdiff_t *a_offset, ptrdiff_t depth,

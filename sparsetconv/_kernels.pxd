@@ -16,14 +16,16 @@ cdef enum Algorithm:
     GEMM = 2             # BLAS GEMM over a group's channels, then col2im / im2col
 
 cdef enum ColumnSource:
-    # GEMM only: where the GEMM's column matrix comes from
+    # where the column matrix comes from (GEMM; DIRECT reads IMPLICIT only)
     IM2COL = 0           # built per chunk in the columns buffer (im2col / col2im)
     POINTWISE = 1        # kernel 1, stride 1, no padding: each sample's plane is its block
     WHOLE_INPUT = 2      # the kernel covers the whole large side (small side 1x1x1):
                          # the samples' large planes are the columns, side by side
-    IMPLICIT = 3         # CONVOLVE with the own GEMM: no column buffer, the columns are
-                         # runs of a phase-by-phase copy of the large input (in phased;
-                         # see _layout.implicit_tables and stc_implicit_conv)
+    IMPLICIT = 3         # CONVOLVE: no column buffer, the columns are runs of a phase-
+                         # by-phase copy of the large input (see _layout._phase_tables).
+                         # GEMM: the own GEMM's micro-kernel reads them (copy in phased,
+                         # stc_implicit_conv); DIRECT: one output channel at a time over
+                         # the grid (copy per thread in scratch, stc_grid_dot)
 
 
 # One spatial axis (rank 1 and 2 are lifted to 3-D with unit axes).  The large side
@@ -76,6 +78,7 @@ cdef struct Problem:
     Py_ssize_t phase_pitch      # elements from one phase plane of the copy to the next
     Py_ssize_t u_block
     Py_ssize_t panel_block
+    Py_ssize_t scratch_pitch    # elements of scratch each thread owns (Workspace.scratch)
     bint phased_large           # CONVOLVE / WEIGHT_GRADIENT DIRECT: copy the large input,
                                 # laid out by axis[2].layout in rows of axis[2].row_length
                                 # (zeros between); False: read it in place (x stride 1,
@@ -84,7 +87,8 @@ cdef struct Problem:
 
 # Workspaces, by name (NULL where the algorithm needs none).  Sizes: _layout.Workspace.
 cdef struct Buffers:
-    void *scratch               # TRANSPOSE: one large plane per thread
+    void *scratch               # TRANSPOSE: one large plane per thread; DIRECT IMPLICIT:
+                                # a group's phase copy and one grid per thread
     void *phased                # the large input, phase-major on x (IMPLICIT: the phase copy)
     void *packed                # GEMM: one chunk's samples side by side (per chunk-thread);
                                 # IMPLICIT: the weight, as panels of the own GEMM's NR channels

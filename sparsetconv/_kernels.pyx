@@ -102,6 +102,25 @@ cdef extern from "_rowops.h" nogil:
                          Py_ssize_t stride)
     void stc_phase_row_d(double *dst, const double *src, const Py_ssize_t *layout,
                          Py_ssize_t n, Py_ssize_t stride)
+    int STC_PHASE_TAIL
+    void stc_phase_copy_f(float *d, const float *large, Py_ssize_t ly, Py_ssize_t lx,
+                          const Py_ssize_t *zsrc, const Py_ssize_t *ysrc,
+                          const Py_ssize_t *xruns, Py_ssize_t sz, Py_ssize_t sy, Py_ssize_t sx,
+                          Py_ssize_t pz, Py_ssize_t py, Py_ssize_t px, Py_ssize_t pitch)
+    void stc_phase_copy_d(double *d, const double *large, Py_ssize_t ly, Py_ssize_t lx,
+                          const Py_ssize_t *zsrc, const Py_ssize_t *ysrc,
+                          const Py_ssize_t *xruns, Py_ssize_t sz, Py_ssize_t sy, Py_ssize_t sx,
+                          Py_ssize_t pz, Py_ssize_t py, Py_ssize_t px, Py_ssize_t pitch)
+    void stc_grid_dot_f(float *out, const float *src, const Py_ssize_t *offset, const float *w,
+                        Py_ssize_t count, Py_ssize_t n, float bias)
+    void stc_grid_dot_d(double *out, const double *src, const Py_ssize_t *offset,
+                        const double *w, Py_ssize_t count, Py_ssize_t n, double bias)
+    void stc_grid_dot4_f(float *out, Py_ssize_t out_pitch, const float *src,
+                         const Py_ssize_t *offset, const float *w, Py_ssize_t w_pitch,
+                         Py_ssize_t count, Py_ssize_t n, const float *bias)
+    void stc_grid_dot4_d(double *out, Py_ssize_t out_pitch, const double *src,
+                         const Py_ssize_t *offset, const double *w, Py_ssize_t w_pitch,
+                         Py_ssize_t count, Py_ssize_t n, const double *bias)
 
 # The ids Python uses are these enum values (one definition).
 ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
@@ -112,7 +131,6 @@ DIRECTIONS = {"transpose": TRANSPOSE, "convolve": CONVOLVE,
 
 cdef extern from "_gemm.h" nogil:
     int STC_GEMM_NR, STC_GEMM_MR_BYTES
-    int STC_IMPLICIT_TAIL
     int stc_gemm_available()
     int stc_gemm_f(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                    const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb, int beta,
@@ -120,10 +138,6 @@ cdef extern from "_gemm.h" nogil:
     int stc_gemm_d(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                    const double *a, Py_ssize_t lda, const double *b, Py_ssize_t ldb, int beta,
                    double *c, Py_ssize_t ldc)
-    void stc_phase_copy_row_f(float *d, const float *s, Py_ssize_t length, Py_ssize_t m0,
-                              Py_ssize_t m1, Py_ssize_t step)
-    void stc_phase_copy_row_d(double *d, const double *s, Py_ssize_t length,
-                              Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t step)
     void stc_implicit_pack_f(float *panels, const float *w, Py_ssize_t cout, Py_ssize_t depth)
     void stc_implicit_pack_d(double *panels, const double *w, Py_ssize_t cout,
                              Py_ssize_t depth)
@@ -171,7 +185,8 @@ def own_gemm_available():
     return stc_gemm_available() != 0
 
 
-IMPLICIT_TAIL = STC_IMPLICIT_TAIL
+PHASE_TAIL = STC_PHASE_TAIL
+GRID_BLOCK = {"channels": GRID_CHANNELS, "vectors": 2}
 
 
 def own_gemm_tile(Py_ssize_t itemsize):
@@ -492,10 +507,10 @@ cdef void _transpose_planes(floating *out, const floating *x, const floating *w,
                             const floating *bias, floating *scratch_all, const Problem *p,
                             int n_threads) noexcept nogil:
     """DIRECT / KERNEL_ROWS: threads own (sample, channel) planes."""
-    cdef Py_ssize_t plane, plane_len = _large_size(p)
+    cdef Py_ssize_t plane
     cdef floating *scratch = NULL  # firstprivate below: initialised for -Wall
     with parallel(num_threads=n_threads):
-        scratch = scratch_all + threadid() * plane_len
+        scratch = scratch_all + threadid() * p.scratch_pitch
         for plane in prange(p.batch * p.c_large, schedule="static"):
             _transpose_plane(out, x, w, bias, NULL, 0, 0, scratch, p, plane)
 
@@ -1352,6 +1367,7 @@ cdef class Kernel:
         self.problem.phase_pitch = layout.phase_pitch
         self.problem.u_block = layout.u_block
         self.problem.panel_block = layout.panel_block
+        self.problem.scratch_pitch = layout.workspace.scratch
         self.direction = layout.direction
         self.algorithm = layout.algorithm
 
@@ -1418,49 +1434,35 @@ cdef class Kernel:
 # column matrix as a contiguous run of that copy -- no im2col, no packing of A.
 
 
-cdef void _implicit_phases(floating *phased, const floating *large, const Problem *p,
-                           int n_threads) noexcept nogil:
-    """phased[c, r, m] = large[c, phase_source[r, m]] (0 where it is -1) for one
-    sample's channels, per axis r = (r_z, r_y, r_x) the stride phase and m the padded
-    position."""
+cdef inline void _phase_copy(floating *phased, const floating *large,
+                             const Problem *p) noexcept nogil:
+    """phased[r, m] = large[phase_source[r, m]] (0 where it is -1) for one (sample,
+    channel) plane, per axis r = (r_z, r_y, r_x) the stride phase and m the padded
+    position; planes phase_pitch apart, zeros between them (stc_phase_copy)."""
     cdef const Axis *az = &p.axis[0]
     cdef const Axis *ay = &p.axis[1]
     cdef const Axis *ax = &p.axis[2]
-    cdef Py_ssize_t ly = ay.large, lx = ax.large, plane_in = az.large * ly * lx
-    cdef Py_ssize_t pz = az.padded, py = ay.padded, px = ax.padded
-    cdef Py_ssize_t plane = pz * py * px, phases = az.stride * ay.stride * ax.stride
-    cdef Py_ssize_t pitch = phases * p.phase_pitch
-    cdef Py_ssize_t item, r, rz, ry, rx, mz, my, zs, ys, m0, m1
-    cdef floating *d
-    cdef const floating *row
-    for item in prange(p.c_large, schedule="static", num_threads=n_threads):
-        for r in range(phases):  # the gaps between the planes (read by dropped positions)
-            memset(phased + item * pitch + r * p.phase_pitch + plane, 0,
-                   (p.phase_pitch - plane) * sizeof(floating))
-        for rz in range(az.stride):
-            for mz in range(pz):
-                zs = az.phase_source[rz * pz + mz]
-                for ry in range(ay.stride):
-                    for my in range(py):
-                        ys = ay.phase_source[ry * py + my]
-                        for rx in range(ax.stride):
-                            d = (phased + item * pitch + ((rz * ay.stride + ry) * ax.stride
-                                                          + rx) * p.phase_pitch
-                                 + (mz * py + my) * px)
-                            if zs < 0 or ys < 0:
-                                memset(d, 0, px * sizeof(floating))
-                                continue
-                            row = large + item * plane_in + (zs * ly + ys) * lx
-                            # phase rx's valid run [m0, m1) of natural positions, stride
-                            # apart from start (phase_runs: see _layout._phase_split)
-                            m0 = ax.phase_runs[3 * rx]
-                            m1 = ax.phase_runs[3 * rx + 1]
-                            if floating is float:
-                                stc_phase_copy_row_f(d, row + ax.phase_runs[3 * rx + 2], px,
-                                                     m0, m1, ax.stride)
-                            else:
-                                stc_phase_copy_row_d(d, row + ax.phase_runs[3 * rx + 2], px,
-                                                     m0, m1, ax.stride)
+    if floating is float:
+        stc_phase_copy_f(phased, large, ay.large, ax.large, az.phase_source, ay.phase_source,
+                         ax.phase_runs, az.stride, ay.stride, ax.stride, az.padded,
+                         ay.padded, ax.padded, p.phase_pitch)
+    else:
+        stc_phase_copy_d(phased, large, ay.large, ax.large, az.phase_source, ay.phase_source,
+                         ax.phase_runs, az.stride, ay.stride, ax.stride, az.padded,
+                         ay.padded, ax.padded, p.phase_pitch)
+
+
+cdef inline Py_ssize_t _phase_copy_size(const Problem *p) noexcept nogil:
+    """Elements of one channel's phase copy (all its stride phases)."""
+    return p.axis[0].stride * p.axis[1].stride * p.axis[2].stride * p.phase_pitch
+
+
+cdef void _implicit_phases(floating *phased, const floating *large, const Problem *p,
+                           int n_threads) noexcept nogil:
+    """The phase copy (:func:`_phase_copy`) of one sample's channels."""
+    cdef Py_ssize_t channel, pitch = _phase_copy_size(p), plane_in = _large_size(p)
+    for channel in prange(p.c_large, schedule="static", num_threads=n_threads):
+        _phase_copy(phased + channel * pitch, large + channel * plane_in, p)
 
 
 cdef inline void _implicit_conv(const floating *a, const Py_ssize_t *a_offset,
@@ -1482,8 +1484,7 @@ cdef void _conv_implicit(floating *out, const floating *large, const floating *w
                          int n_threads) noexcept nogil:
     cdef Py_ssize_t cl_g = p.c_large // p.groups, cout_g = p.c_small // p.groups
     cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
-    cdef Py_ssize_t pitch = (p.axis[0].stride * p.axis[1].stride * p.axis[2].stride
-                             * p.phase_pitch)
+    cdef Py_ssize_t pitch = _phase_copy_size(p)
     cdef Py_ssize_t panel_size = (cout_g + STC_GEMM_NR - 1) // STC_GEMM_NR * STC_GEMM_NR * depth
     cdef Py_ssize_t blocks = (p.positions + p.u_block - 1) // p.u_block
     cdef Py_ssize_t channels = p.panel_block * STC_GEMM_NR
@@ -1492,7 +1493,7 @@ cdef void _conv_implicit(floating *out, const floating *large, const floating *w
     cdef floating *phased = <floating *> buf.phased
     cdef floating *panels = <floating *> buf.packed
     # the runs of the last grid positions reach up to a tile past the copy: zeros
-    memset(phased + p.c_large * pitch, 0, STC_IMPLICIT_TAIL * sizeof(floating))
+    memset(phased + p.c_large * pitch, 0, STC_PHASE_TAIL * sizeof(floating))
     for g in prange(p.groups, schedule="static", num_threads=n_threads):
         if floating is float:
             stc_implicit_pack_f(panels + g * panel_size, w + g * cout_g * depth, cout_g, depth)
@@ -1515,12 +1516,86 @@ cdef void _conv_implicit(floating *out, const floating *large, const floating *w
                            min(c0 + channels, cout_g))
 
 
+cdef enum:
+    GRID_CHANNELS = 4  # output channels per grid pass (stc_grid_dot4)
+
+
+cdef void _conv_grid(floating *out, const floating *large, const floating *w,
+                     const floating *bias, floating *scratch_all, const Problem *p,
+                     int n_threads) noexcept nogil:
+    """DIRECT convolution over the padded grid (column source IMPLICIT): each thread
+    takes (sample, group) items, copies the group's input channels phase by phase into
+    its scratch, then computes each output channel of the group on the whole padded
+    grid at once (:c:func:`stc_grid_dot`: every (channel, tap) is one run of the copy,
+    so short rows and clipped edges cost nothing extra) and keeps the grid's real
+    positions.  For few input channels per output (depthwise layers), where a GEMM
+    has nothing to block and the row kernels run on rows shorter than a vector."""
+    cdef Py_ssize_t cl_g = p.c_large // p.groups, cout_g = p.c_small // p.groups
+    cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
+    cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
+    cdef Py_ssize_t oz = p.axis[0].small, oy = p.axis[1].small, ox = p.axis[2].small
+    cdef Py_ssize_t py = p.axis[1].padded, px = p.axis[2].padded
+    # the scratch ends in one grid per channel of a block (sized by _layout._grid_layout)
+    cdef Py_ssize_t grid_pitch = (p.scratch_pitch - cl_g * pitch - STC_PHASE_TAIL) // GRID_CHANNELS
+    cdef Py_ssize_t item, n, g, c, co, z, y, x, i, block
+    cdef floating *copy = NULL  # firstprivate below: initialised for -Wall
+    cdef floating *grid = NULL
+    cdef floating *dst
+    cdef const floating *src
+    cdef floating biases[GRID_CHANNELS]
+    with parallel(num_threads=n_threads):
+        copy = scratch_all + threadid() * p.scratch_pitch
+        grid = copy + cl_g * pitch + STC_PHASE_TAIL
+        memset(copy + cl_g * pitch, 0, STC_PHASE_TAIL * sizeof(floating))
+        for item in prange(p.batch * p.groups, schedule="static"):
+            n = item // p.groups
+            g = item % p.groups
+            for c in range(cl_g):
+                _phase_copy(copy + c * pitch,
+                            large + (n * p.c_large + g * cl_g + c) * plane_in, p)
+            c = 0
+            while c < cout_g:
+                co = g * cout_g + c
+                block = min(GRID_CHANNELS, cout_g - c)
+                for i in range(block):
+                    biases[i] = bias[co + i] if bias != NULL else 0
+                if block == GRID_CHANNELS:
+                    if floating is float:
+                        stc_grid_dot4_f(grid, grid_pitch, copy, p.a_offset, w + co * depth,
+                                        depth, depth, p.positions, biases)
+                    else:
+                        stc_grid_dot4_d(grid, grid_pitch, copy, p.a_offset, w + co * depth,
+                                        depth, depth, p.positions, biases)
+                else:
+                    for i in range(block):
+                        if floating is float:
+                            stc_grid_dot_f(grid + i * grid_pitch, copy, p.a_offset,
+                                           w + (co + i) * depth, depth, p.positions,
+                                           biases[i])
+                        else:
+                            stc_grid_dot_d(grid + i * grid_pitch, copy, p.a_offset,
+                                           w + (co + i) * depth, depth, p.positions,
+                                           biases[i])
+                for i in range(block):
+                    dst = out + (n * p.c_small + co + i) * size
+                    for z in range(oz):
+                        for y in range(oy):
+                            src = grid + i * grid_pitch + (z * py + y) * px
+                            for x in range(ox):
+                                dst[x] = src[x]
+                            dst = dst + ox
+                c = c + block
+
+
 cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const floating *x,
                    floating *w, const floating *bias, int n_threads,
                    bint whole_chunks) noexcept nogil:
     cdef const floating *large
-    if p.algorithm == GEMM and p.column_source == IMPLICIT:
-        _conv_implicit(out, x, w, bias, buf, p, n_threads)
+    if p.column_source == IMPLICIT:
+        if p.algorithm == GEMM:
+            _conv_implicit(out, x, w, bias, buf, p, n_threads)
+        else:
+            _conv_grid(out, x, w, bias, <floating *> buf.scratch, p, n_threads)
         return
     if p.algorithm == GEMM and p.column_source != IM2COL:
         _direct_columns_forward(out, x, w, bias, buf, p, n_threads, whole_chunks)

@@ -351,6 +351,8 @@ def _build_layout(plan, direction, algorithm, gemm_kernel):
     source = column_source(g) if gemm else IM2COL
     if source == IM2COL and direction == CONVOLVE and gemm and implicit_convolution(plan):
         return _implicit_layout(plan, axes)
+    if direction == CONVOLVE and algorithm == DIRECT and grid_convolution(plan):
+        return _grid_layout(plan, axes)
     if source != IM2COL:
         # BLAS reads the arrays in place: no workspace at all; samples are the chunks
         return Layout(
@@ -494,13 +496,15 @@ def implicit_convolution(plan):
             and copy <= 2 * prod(g.large))
 
 
-def _implicit_layout(plan, axes):
-    """The Layout of an IMPLICIT convolution.  The large input is copied per (sample,
-    channel) into one zero-padded plane of P_z x P_y x P_x per stride phase
-    r = (r_z, r_y, r_x); along the padded output grid u = (o_z P_y + o_y) P_x + o_x,
-    the column of (channel, tap) is then one contiguous run of the copy, starting at
-    a_offset.  out_offset[u] is the output position of grid position u, -1 in the
-    padded rows' tails (computed and dropped)."""
+def _phase_tables(plan, axes):
+    """The tables of a convolution whose columns are runs of a phase copy (column
+    source IMPLICIT): the large input is copied per (sample, channel) into one
+    zero-padded plane of P_z x P_y x P_x per stride phase r = (r_z, r_y, r_x); along
+    the padded output grid u = (o_z P_y + o_y) P_x + o_x, the column of (channel, tap)
+    is then one contiguous run of the copy, starting at a_offset.  out_offset[u] is
+    the output position of grid position u, -1 in the padded rows' tails (computed
+    and dropped).  Returns the Layout's keyword arguments shared by both algorithms
+    and the elements of one channel's copy."""
     g = plan.geometry.lifted(3)
     splits = [_phase_split(*axis) for axis in zip(g.small, g.large, g.kernel, g.stride,
                                                    g.dilation, g.pad_begin)]
@@ -527,20 +531,55 @@ def _implicit_layout(plan, axes):
     z, rest = np.divmod(u, py * px)
     y, x = np.divmod(rest, px)
     out_offset = np.where((y < oy) & (x < ox), (z * oy + y) * ox + x, -1)
-    batch = _batch(plan)
+    fields = dict(
+        direction=CONVOLVE, batch=_batch(plan), c_small=plan.small_channels,
+        c_large=plan.large_channels, groups=plan.groups, column_source=IMPLICIT,
+        block_rows=1, phased_large=False, axes=axes, a_offset=_intp(a_offset),
+        out_offset=_intp(out_offset), positions=u.size, phase_pitch=plane_pitch)
+    return fields, pitch
+
+
+def grid_convolution(plan):
+    """Whether a DIRECT convolution runs over the padded grid (:func:`_grid_layout`)
+    rather than row by row: wherever its grid and its phase copy stay within twice
+    the output and input planes (the workspace bound).  There it ran at 1.003 of the
+    faster of the two (geomean, worst 1.32) on the 152 direct convolutions of
+    ``calibrate_auto.py --grid`` (seeds 1-3, one thread), the rows at 2.1 (worst 45):
+    every run is a whole vector of grid positions, where a row kernel's rows are
+    often shorter than a vector and clipped at the edges."""
+    g = plan.geometry.lifted(3)
+    positions, copy = implicit_extents(plan)
+    return positions <= 2 * prod(g.small) and copy <= 2 * prod(g.large)
+
+
+def _implicit_layout(plan, axes):
+    """The Layout of a GEMM convolution with column source IMPLICIT (see
+    :func:`_phase_tables`): one sample's whole copy, then the own GEMM's tiles."""
+    fields, pitch = _phase_tables(plan, axes)
     mr, nr = _kernels.own_gemm_tile(plan.dtype.itemsize)
     cout_g = plan.small_channels // plan.groups
-    depth = a_offset.size
+    depth = fields["a_offset"].size
     panel_size = -(-cout_g // nr) * nr * depth
+    positions = fields["positions"]
     return Layout(
-        direction=CONVOLVE, algorithm=GEMM, batch=batch,
-        c_small=plan.small_channels, c_large=plan.large_channels, groups=plan.groups,
-        chunk=batch, column_source=IMPLICIT, block_rows=1, phased_large=False, axes=axes,
-        workspace=Workspace(phased=plan.large_channels * pitch + _kernels.IMPLICIT_TAIL,
+        algorithm=GEMM, chunk=fields["batch"], **fields,
+        workspace=Workspace(phased=plan.large_channels * pitch + _kernels.PHASE_TAIL,
                             packed=plan.groups * panel_size),
-        a_offset=_intp(a_offset), out_offset=_intp(out_offset), positions=u.size,
-        phase_pitch=plane_pitch,
         # a small plane in blocks of fewer tiles, so that two threads share it evenly
-        u_block=mr * max(1, min(IMPLICIT_TILES_PER_BLOCK, -(-u.size // (4 * mr)))),
+        u_block=mr * max(1, min(IMPLICIT_TILES_PER_BLOCK, -(-positions // (4 * mr)))),
         panel_block=max(1, IMPLICIT_PANEL_BYTES // (depth * nr * plan.dtype.itemsize)),
     )
+
+
+def _grid_layout(plan, axes):
+    """The Layout of a DIRECT convolution with column source IMPLICIT (see
+    :func:`_phase_tables`): per thread, one group's copy and one output channel's
+    grid, in whole vectors."""
+    fields, pitch = _phase_tables(plan, axes)
+    # a grid per channel of a pass, in whole steps of the kernel's vectors
+    step = _kernels.GRID_BLOCK["vectors"] * 64 // plan.dtype.itemsize
+    grid = -(-fields["positions"] // step) * step * _kernels.GRID_BLOCK["channels"]
+    channels = plan.large_channels // plan.groups
+    return Layout(
+        algorithm=DIRECT, chunk=1, **fields,
+        workspace=Workspace(scratch=channels * pitch + _kernels.PHASE_TAIL + grid))

@@ -45,6 +45,13 @@ typedef float stc_f4 __attribute__((vector_size(16), aligned(4)));
 typedef double stc_d16 __attribute__((vector_size(128), aligned(8)));
 typedef double stc_d8 __attribute__((vector_size(64), aligned(8)));
 typedef double stc_d4 __attribute__((vector_size(32), aligned(8)));
+/* One 64-byte vector (a cache line, one zmm) of either type: the grid convolution's unit. */
+typedef float stc_fline __attribute__((vector_size(64), aligned(4)));
+typedef double stc_dline __attribute__((vector_size(64), aligned(8)));
+
+/* Elements past a phase copy (see stc_grid_dot, stc_implicit_conv) that the runs of
+ * the last grid positions may read: zeros, so no read leaves the workspace. */
+#define STC_PHASE_TAIL 32
 
 /* Two-vector shuffles of 8 lanes with constant lane indices (GCC or clang); without
  * them the interleaving loops take their scalar tails only. */
@@ -416,6 +423,121 @@ STC_CLONES static void stc_phase_row_##SUFFIX(                                  
         T *restrict d = dst + layout[r];                                                   \
         ptrdiff_t count = (n - r + stride - 1) / stride;                                   \
         for (ptrdiff_t m = 0; m < count; ++m) d[m] = src[m * stride + r];                  \
+    }                                                                                      \
+}                                                                                          \
+/* One (sample, channel) plane's phase copy: for each stride phase r = (rz, ry, rx),  */ \
+/* a plane of pz x py x px at d + ((rz sy + ry) sx + rx) pitch whose row (mz, my) is  */ \
+/* source row (zsrc[rz pz + mz], ysrc[ry py + my]) of `large` (ly x lx rows) copied   */ \
+/* by stc_phase_copy_row with phase rx's run xruns[3 rx ..] (all zeros where either   */ \
+/* source is -1); the rest of each pitch zeroed.  One call per plane: its rows are    */ \
+/* often a handful of elements, where a call per row cost more than the copy.         */ \
+STC_CLONES static void stc_phase_copy_##SUFFIX(                                            \
+    T *restrict d, const T *restrict large, ptrdiff_t ly, ptrdiff_t lx,                    \
+    const ptrdiff_t *zsrc, const ptrdiff_t *ysrc, const ptrdiff_t *xruns, ptrdiff_t sz,    \
+    ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t pz, ptrdiff_t py, ptrdiff_t px, ptrdiff_t pitch) \
+{                                                                                          \
+    ptrdiff_t plane = pz * py * px;                                                        \
+    for (ptrdiff_t rz = 0; rz < sz; ++rz)                                                  \
+    for (ptrdiff_t ry = 0; ry < sy; ++ry)                                                  \
+    for (ptrdiff_t rx = 0; rx < sx; ++rx) {                                                \
+        T *restrict q = d + ((rz * sy + ry) * sx + rx) * pitch;                            \
+        ptrdiff_t m0 = xruns[3 * rx], m1 = xruns[3 * rx + 1], start = xruns[3 * rx + 2];   \
+        for (ptrdiff_t i = plane; i < pitch; ++i) q[i] = 0;                                \
+        for (ptrdiff_t mz = 0; mz < pz; ++mz) {                                            \
+            ptrdiff_t zs = zsrc[rz * pz + mz];                                             \
+            for (ptrdiff_t my = 0; my < py; ++my, q += px) {                               \
+                ptrdiff_t ys = ysrc[ry * py + my];                                         \
+                if (zs < 0 || ys < 0 || m1 <= m0) {                                        \
+                    for (ptrdiff_t i = 0; i < px; ++i) q[i] = 0;                           \
+                    continue;                                                              \
+                }                                                                          \
+                const T *restrict s = large + (zs * ly + ys) * lx + start;                 \
+                ptrdiff_t i = 0, n = m1 - m0;                                              \
+                for (; i < m0; ++i) q[i] = 0;                                              \
+                T *restrict o = q + m0;                                                    \
+                i = 0;                                                                     \
+                if (sx == 1) {                                                             \
+                    for (; i < n; ++i) o[i] = s[i];                                        \
+                } else {                                                                   \
+                    for (; STC_HAVE_SHUFFLE && sx == 2 && i + 8 < n; i += 8) {             \
+                        stc_##SUFFIX##8 v0 = *(const stc_##SUFFIX##8 *)(s + 2 * i);        \
+                        stc_##SUFFIX##8 v1 = *(const stc_##SUFFIX##8 *)(s + 2 * i + 8);    \
+                        *(stc_##SUFFIX##8 *)(o + i) =                                      \
+                            STC_SHUFFLE8(SUFFIX, v0, v1, 0, 2, 4, 6, 8, 10, 12, 14);       \
+                    }                                                                      \
+                    for (; i < n; ++i) o[i] = s[i * sx];                                   \
+                }                                                                          \
+                for (i = m1; i < px; ++i) q[i] = 0;                                        \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+}                                                                                          \
+/* The grid convolution of one output channel: out[u] = bias + sum over j < count of   */ \
+/* w[j] * src[offset[j] + u] for u < n, rounded up to whole vectors (out has room;     */ \
+/* the runs read up to STC_PHASE_TAIL past the copy).  Every (channel, tap) of the     */ \
+/* channel's group is one contiguous run of the phase copy, so there are no edges: four */ \
+/* vectors of positions share each broadcast weight, four independent FMA chains.      */ \
+STC_CLONES static void stc_grid_dot_##SUFFIX(                                              \
+    T *restrict out, const T *restrict src, const ptrdiff_t *offset, const T *restrict w, \
+    ptrdiff_t count, ptrdiff_t n, T bias)                                                  \
+{                                                                                          \
+    typedef stc_##SUFFIX##line V;                                                         \
+    enum { L = sizeof(V) / sizeof(T) };                                                    \
+    ptrdiff_t u = 0;                                                                       \
+    for (; u + 4 * L <= n; u += 4 * L) {                                                   \
+        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                          \
+        for (ptrdiff_t j = 0; j < count; ++j) {                                            \
+            const T *s = src + offset[j] + u;                                              \
+            T c = w[j];                                                                    \
+            a0 += c * *(const V *)s;                                                       \
+            a1 += c * *(const V *)(s + L);                                                 \
+            a2 += c * *(const V *)(s + 2 * L);                                             \
+            a3 += c * *(const V *)(s + 3 * L);                                             \
+        }                                                                                  \
+        *(V *)(out + u) = a0 + bias;                                                       \
+        *(V *)(out + u + L) = a1 + bias;                                                   \
+        *(V *)(out + u + 2 * L) = a2 + bias;                                               \
+        *(V *)(out + u + 3 * L) = a3 + bias;                                               \
+    }                                                                                      \
+    for (; u < n; u += L) {  /* the last 1-4 vectors: two chains over the runs */           \
+        V a0 = {0}, a1 = {0};                                                              \
+        ptrdiff_t j = 0;                                                                   \
+        for (; j + 2 <= count; j += 2) {                                                   \
+            a0 += w[j] * *(const V *)(src + offset[j] + u);                                \
+            a1 += w[j + 1] * *(const V *)(src + offset[j + 1] + u);                        \
+        }                                                                                  \
+        if (j < count) a0 += w[j] * *(const V *)(src + offset[j] + u);                     \
+        *(V *)(out + u) = (a0 + a1) + bias;                                                \
+    }                                                                                      \
+}                                                                                          \
+/* stc_grid_dot for GRID_CHANNELS output channels at once, channel c's grid at      */ \
+/* out + c * out_pitch and its weights at w + c * w_pitch: each vector of a run feeds */ \
+/* all four (the loads, not the FMAs, bound one channel at a time).                  */ \
+STC_CLONES static void stc_grid_dot4_##SUFFIX(                                             \
+    T *restrict out, ptrdiff_t out_pitch, const T *restrict src, const ptrdiff_t *offset,  \
+    const T *restrict w, ptrdiff_t w_pitch, ptrdiff_t count, ptrdiff_t n, const T *bias)   \
+{                                                                                          \
+    typedef stc_##SUFFIX##line V;                                                         \
+    enum { L = sizeof(V) / sizeof(T) };                                                    \
+    const T *restrict w0 = w, *restrict w1 = w + w_pitch;                                 \
+    const T *restrict w2 = w + 2 * w_pitch, *restrict w3 = w + 3 * w_pitch;               \
+    ptrdiff_t u = 0;                                                                       \
+    for (; u < n; u += 2 * L) {  /* two vectors per channel: eight FMA chains */           \
+        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};  \
+        for (ptrdiff_t j = 0; j < count; ++j) {                                            \
+            const T *s = src + offset[j] + u;                                              \
+            V x = *(const V *)s, y = *(const V *)(s + L);                                  \
+            a0 += w0[j] * x; a1 += w1[j] * x; a2 += w2[j] * x; a3 += w3[j] * x;            \
+            b0 += w0[j] * y; b1 += w1[j] * y; b2 += w2[j] * y; b3 += w3[j] * y;            \
+        }                                                                                  \
+        *(V *)(out + u) = a0 + bias[0];                                                    \
+        *(V *)(out + out_pitch + u) = a1 + bias[1];                                        \
+        *(V *)(out + 2 * out_pitch + u) = a2 + bias[2];                                    \
+        *(V *)(out + 3 * out_pitch + u) = a3 + bias[3];                                    \
+        *(V *)(out + u + L) = b0 + bias[0];                                                \
+        *(V *)(out + out_pitch + u + L) = b1 + bias[1];                                    \
+        *(V *)(out + 2 * out_pitch + u + L) = b2 + bias[2];                                \
+        *(V *)(out + 3 * out_pitch + u + L) = b3 + bias[3];                                \
     }                                                                                      \
 }
 

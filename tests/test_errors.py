@@ -587,7 +587,7 @@ def test_nan_weight_meeting_padding_issue_reproducer():
 
 @pytest.mark.parametrize("x_shape, w_shape, padding, groups", [
     ((2, 4, 6, 7), (4, 1, 5, 5), 1, 4),         # depthwise 5x5
-    ((1, 1, 5, 6, 4), (1, 2, 3, 3, 3), 0, 1),   # one input channel, 3-D
+    ((1, 1, 5, 6, 4), (1, 4, 3, 3, 3), 0, 1),   # one input channel, 3-D
 ])
 def test_non_finite_rule_when_a_transposed_call_runs_as_a_convolution(
         x_shape, w_shape, padding, groups):

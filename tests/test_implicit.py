@@ -141,6 +141,6 @@ def test_implicit_workspace_is_bounded_by_the_call(implicit, x_shape, w_shape, k
     channels, sample = x_shape[1], np.prod(x_shape[1:])
     phases = np.prod([axis.stride for axis in layout.axes])
     nr = _kernels.own_gemm_tile(4)[1]
-    assert ws.phased <= 2 * sample + channels * phases * 31 + _kernels.IMPLICIT_TAIL
+    assert ws.phased <= 2 * sample + channels * phases * 31 + _kernels.PHASE_TAIL
     assert ws.packed == -(-w_shape[0] // nr) * nr * np.prod(w_shape[1:])
     assert ws.columns == 0 and ws.product == 0
