@@ -79,6 +79,12 @@ cdef struct Problem:
     Py_ssize_t u_block
     Py_ssize_t panel_block
     Py_ssize_t scratch_pitch    # elements of scratch each thread owns (Workspace.scratch)
+    # DIRECT IMPLICIT only: each output channel's grid is grid_pitch elements (whole
+    # vectors); a pass computes grid_channels output channels (a multiple of
+    # GRID_CHANNELS), depth_block of their (channel, tap) columns at a time
+    Py_ssize_t grid_pitch
+    Py_ssize_t grid_channels
+    Py_ssize_t depth_block
     bint phased_large           # CONVOLVE / WEIGHT_GRADIENT DIRECT: copy the large input,
                                 # laid out by axis[2].layout in rows of axis[2].row_length
                                 # (zeros between); False: read it in place (x stride 1,

@@ -112,15 +112,16 @@ cdef extern from "_rowops.h" nogil:
                           const Py_ssize_t *xruns, Py_ssize_t sz, Py_ssize_t sy, Py_ssize_t sx,
                           Py_ssize_t pz, Py_ssize_t py, Py_ssize_t px, Py_ssize_t pitch)
     void stc_grid_dot_f(float *out, const float *src, const Py_ssize_t *offset, const float *w,
-                        Py_ssize_t count, Py_ssize_t n, float bias)
+                        Py_ssize_t count, Py_ssize_t n, float bias, int accumulate)
     void stc_grid_dot_d(double *out, const double *src, const Py_ssize_t *offset,
-                        const double *w, Py_ssize_t count, Py_ssize_t n, double bias)
+                        const double *w, Py_ssize_t count, Py_ssize_t n, double bias,
+                        int accumulate)
     void stc_grid_dot4_f(float *out, Py_ssize_t out_pitch, const float *src,
                          const Py_ssize_t *offset, const float *w, Py_ssize_t w_pitch,
-                         Py_ssize_t count, Py_ssize_t n, const float *bias)
+                         Py_ssize_t count, Py_ssize_t n, const float *bias, int accumulate)
     void stc_grid_dot4_d(double *out, Py_ssize_t out_pitch, const double *src,
                          const Py_ssize_t *offset, const double *w, Py_ssize_t w_pitch,
-                         Py_ssize_t count, Py_ssize_t n, const double *bias)
+                         Py_ssize_t count, Py_ssize_t n, const double *bias, int accumulate)
 
 # The ids Python uses are these enum values (one definition).
 ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
@@ -1368,6 +1369,9 @@ cdef class Kernel:
         self.problem.u_block = layout.u_block
         self.problem.panel_block = layout.panel_block
         self.problem.scratch_pitch = layout.workspace.scratch
+        self.problem.grid_pitch = layout.grid_pitch
+        self.problem.grid_channels = layout.grid_channels
+        self.problem.depth_block = layout.depth_block
         self.direction = layout.direction
         self.algorithm = layout.algorithm
 
@@ -1517,7 +1521,7 @@ cdef void _conv_implicit(floating *out, const floating *large, const floating *w
 
 
 cdef enum:
-    GRID_CHANNELS = 4  # output channels per grid pass (stc_grid_dot4)
+    GRID_CHANNELS = 4  # output channels per stc_grid_dot4 call
 
 
 cdef void _conv_grid(floating *out, const floating *large, const floating *w,
@@ -1525,19 +1529,23 @@ cdef void _conv_grid(floating *out, const floating *large, const floating *w,
                      int n_threads) noexcept nogil:
     """DIRECT convolution over the padded grid (column source IMPLICIT): each thread
     takes (sample, group) items, copies the group's input channels phase by phase into
-    its scratch, then computes each output channel of the group on the whole padded
-    grid at once (:c:func:`stc_grid_dot`: every (channel, tap) is one run of the copy,
-    so short rows and clipped edges cost nothing extra) and keeps the grid's real
-    positions.  For few input channels per output (depthwise layers), where a GEMM
-    has nothing to block and the row kernels run on rows shorter than a vector."""
+    its scratch, then computes the group's output channels on the whole padded grid at
+    once (:c:func:`stc_grid_dot`: every (channel, tap) is one run of the copy, so short
+    rows and clipped edges cost nothing extra) and keeps the grid's real positions.
+    The output channels go grid_channels at a time and their columns depth_block at a
+    time, so that one block of runs of the copy is read from cache by every channel of
+    the pass (a copy larger than the cache was otherwise streamed from memory once per
+    four channels and vector of positions).  For few input channels per output
+    (depthwise layers), where a GEMM has nothing to block and the row kernels run on
+    rows shorter than a vector."""
     cdef Py_ssize_t cl_g = p.c_large // p.groups, cout_g = p.c_small // p.groups
     cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
     cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
     cdef Py_ssize_t oz = p.axis[0].small, oy = p.axis[1].small, ox = p.axis[2].small
     cdef Py_ssize_t py = p.axis[1].padded, px = p.axis[2].padded
-    # the scratch ends in one grid per channel of a block (sized by _layout._grid_layout)
-    cdef Py_ssize_t grid_pitch = (p.scratch_pitch - cl_g * pitch - STC_PHASE_TAIL) // GRID_CHANNELS
-    cdef Py_ssize_t item, n, g, c, co, z, y, x, i, block
+    cdef Py_ssize_t grid_pitch = p.grid_pitch
+    cdef Py_ssize_t item, n, g, c, c0, co, cb, j0, count, z, y, x, i, block
+    cdef int more
     cdef floating *copy = NULL  # firstprivate below: initialised for -Wall
     cdef floating *grid = NULL
     cdef floating *dst
@@ -1553,38 +1561,51 @@ cdef void _conv_grid(floating *out, const floating *large, const floating *w,
             for c in range(cl_g):
                 _phase_copy(copy + c * pitch,
                             large + (n * p.c_large + g * cl_g + c) * plane_in, p)
-            c = 0
-            while c < cout_g:
-                co = g * cout_g + c
-                block = min(GRID_CHANNELS, cout_g - c)
-                for i in range(block):
-                    biases[i] = bias[co + i] if bias != NULL else 0
-                if block == GRID_CHANNELS:
-                    if floating is float:
-                        stc_grid_dot4_f(grid, grid_pitch, copy, p.a_offset, w + co * depth,
-                                        depth, depth, p.positions, biases)
-                    else:
-                        stc_grid_dot4_d(grid, grid_pitch, copy, p.a_offset, w + co * depth,
-                                        depth, depth, p.positions, biases)
-                else:
-                    for i in range(block):
-                        if floating is float:
-                            stc_grid_dot_f(grid + i * grid_pitch, copy, p.a_offset,
-                                           w + (co + i) * depth, depth, p.positions,
-                                           biases[i])
+            c0 = 0
+            while c0 < cout_g:
+                cb = min(p.grid_channels, cout_g - c0)
+                j0 = 0
+                while j0 < depth:
+                    count = min(p.depth_block, depth - j0)
+                    more = j0 > 0
+                    c = 0
+                    while c < cb:
+                        co = g * cout_g + c0 + c
+                        block = min(GRID_CHANNELS, cb - c)
+                        for i in range(block):
+                            biases[i] = bias[co + i] if bias != NULL else 0
+                        if block == GRID_CHANNELS:
+                            if floating is float:
+                                stc_grid_dot4_f(grid + c * grid_pitch, grid_pitch, copy,
+                                                p.a_offset + j0, w + co * depth + j0, depth,
+                                                count, p.positions, biases, more)
+                            else:
+                                stc_grid_dot4_d(grid + c * grid_pitch, grid_pitch, copy,
+                                                p.a_offset + j0, w + co * depth + j0, depth,
+                                                count, p.positions, biases, more)
                         else:
-                            stc_grid_dot_d(grid + i * grid_pitch, copy, p.a_offset,
-                                           w + (co + i) * depth, depth, p.positions,
-                                           biases[i])
-                for i in range(block):
-                    dst = out + (n * p.c_small + co + i) * size
+                            for i in range(block):
+                                if floating is float:
+                                    stc_grid_dot_f(grid + (c + i) * grid_pitch, copy,
+                                                   p.a_offset + j0,
+                                                   w + (co + i) * depth + j0, count,
+                                                   p.positions, biases[i], more)
+                                else:
+                                    stc_grid_dot_d(grid + (c + i) * grid_pitch, copy,
+                                                   p.a_offset + j0,
+                                                   w + (co + i) * depth + j0, count,
+                                                   p.positions, biases[i], more)
+                        c = c + block
+                    j0 = j0 + count
+                for i in range(cb):
+                    dst = out + (n * p.c_small + g * cout_g + c0 + i) * size
                     for z in range(oz):
                         for y in range(oy):
                             src = grid + i * grid_pitch + (z * py + y) * px
                             for x in range(ox):
                                 dst[x] = src[x]
                             dst = dst + ox
-                c = c + block
+                c0 = c0 + cb
 
 
 cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const floating *x,

@@ -94,6 +94,10 @@ class Layout:
     phase_pitch: int = 0
     u_block: int = 0
     panel_block: int = 0
+    # DIRECT IMPLICIT only
+    grid_pitch: int = 0
+    grid_channels: int = 0
+    depth_block: int = 0
 
     @property
     def n_chunks(self):
@@ -426,6 +430,12 @@ IMPLICIT_MIN_REPLICATION = 2
 # The panels of a block of grid positions are taken this many bytes at a time, so
 # they stay in L2 while the block's tiles sweep them.
 IMPLICIT_PANEL_BYTES = 256 * 1024
+# the grid convolution's pass: the output grids it holds (L2-sized with the runs below),
+# and the runs of the phase copy it reads at a time (at least 16 columns, so that
+# loading and storing the grids stays small beside the multiply-adds)
+GRID_PASS_BYTES = 128 * 1024
+GRID_RUNS_BYTES = 256 * 1024
+GRID_MIN_DEPTH_BLOCK = 16
 # Own-GEMM tiles (MR grid positions each) per thread's piece of work.
 IMPLICIT_TILES_PER_BLOCK = 8
 
@@ -573,13 +583,24 @@ def _implicit_layout(plan, axes):
 
 def _grid_layout(plan, axes):
     """The Layout of a DIRECT convolution with column source IMPLICIT (see
-    :func:`_phase_tables`): per thread, one group's copy and one output channel's
-    grid, in whole vectors."""
+    :func:`_phase_tables`): per thread, one group's copy and the grids of one pass's
+    output channels, in whole vectors.  A pass holds as many channels' grids as fit
+    GRID_PASS_BYTES and reads GRID_RUNS_BYTES of runs of the copy at a time, so the
+    runs stay in cache while every channel of the pass reads them."""
     fields, pitch = _phase_tables(plan, axes)
-    # a grid per channel of a pass, in whole steps of the kernel's vectors
-    step = _kernels.GRID_BLOCK["vectors"] * 64 // plan.dtype.itemsize
-    grid = -(-fields["positions"] // step) * step * _kernels.GRID_BLOCK["channels"]
+    itemsize = plan.dtype.itemsize
+    step = _kernels.GRID_BLOCK["vectors"] * 64 // itemsize
+    per_call = _kernels.GRID_BLOCK["channels"]
+    grid_pitch = -(-fields["positions"] // step) * step
+    cout_g = plan.small_channels // plan.groups
+    fit = max(1, GRID_PASS_BYTES // (grid_pitch * itemsize * per_call))
+    grid_channels = per_call * min(fit, -(-cout_g // per_call))
+    depth = fields["a_offset"].size
+    depth_block = min(depth, max(GRID_MIN_DEPTH_BLOCK,
+                                 GRID_RUNS_BYTES // (fields["positions"] * itemsize)))
     channels = plan.large_channels // plan.groups
     return Layout(
-        algorithm=DIRECT, chunk=1, **fields,
-        workspace=Workspace(scratch=channels * pitch + _kernels.PHASE_TAIL + grid))
+        algorithm=DIRECT, chunk=1, **fields, grid_pitch=grid_pitch,
+        grid_channels=grid_channels, depth_block=depth_block,
+        workspace=Workspace(scratch=channels * pitch + _kernels.PHASE_TAIL
+                            + grid_channels * grid_pitch))

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && (__GNUC__ >= 12)
 /* One clone per x86-64 ISA level, dispatched on the CPU's *features* (v4: AVX-512,
@@ -57,15 +58,20 @@ typedef double stc_dline __attribute__((vector_size(64), aligned(8)));
  * them the interleaving loops take their scalar tails only. */
 typedef int32_t stc_fi8 __attribute__((vector_size(32)));
 typedef int64_t stc_di8 __attribute__((vector_size(64)));
+typedef int32_t stc_fi16 __attribute__((vector_size(64)));
+typedef int64_t stc_di16 __attribute__((vector_size(128)));
 #if defined(__clang__)
 #define STC_HAVE_SHUFFLE 1
 #define STC_SHUFFLE8(SUFFIX, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define STC_SHUFFLE16(SUFFIX, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #elif defined(__GNUC__)
 #define STC_HAVE_SHUFFLE 1
 #define STC_SHUFFLE8(SUFFIX, a, b, ...) __builtin_shuffle(a, b, (stc_##SUFFIX##i8){__VA_ARGS__})
+#define STC_SHUFFLE16(SUFFIX, a, b, ...) __builtin_shuffle(a, b, (stc_##SUFFIX##i16){__VA_ARGS__})
 #else
 #define STC_HAVE_SHUFFLE 0
 #define STC_SHUFFLE8(SUFFIX, a, b, ...) (a)
+#define STC_SHUFFLE16(SUFFIX, a, b, ...) (a)
 #endif
 
 /* d[0..n) += SCALE(s[0..n)) in explicit 16- and 4-wide blocks and a 0-3 tail without
@@ -436,56 +442,75 @@ STC_CLONES static void stc_phase_copy_##SUFFIX(                                 
     const ptrdiff_t *zsrc, const ptrdiff_t *ysrc, const ptrdiff_t *xruns, ptrdiff_t sz,    \
     ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t pz, ptrdiff_t py, ptrdiff_t px, ptrdiff_t pitch) \
 {                                                                                          \
-    ptrdiff_t plane = pz * py * px;                                                        \
     for (ptrdiff_t rz = 0; rz < sz; ++rz)                                                  \
     for (ptrdiff_t ry = 0; ry < sy; ++ry)                                                  \
     for (ptrdiff_t rx = 0; rx < sx; ++rx) {                                                \
         T *restrict q = d + ((rz * sy + ry) * sx + rx) * pitch;                            \
         ptrdiff_t m0 = xruns[3 * rx], m1 = xruns[3 * rx + 1], start = xruns[3 * rx + 2];   \
-        for (ptrdiff_t i = plane; i < pitch; ++i) q[i] = 0;                                \
+        /* zeros first, in one call: per-row prefixes and suffixes of 0-2 elements     */ \
+        /* were two library calls per row (GCC turns such loops into memset)           */ \
+        memset(q, 0, pitch * sizeof(T));                                                   \
+        if (m1 <= m0) continue;                                                            \
+        ptrdiff_t n = m1 - m0;                                                             \
+        /* stride 2: read whole vectors from the even position at or before start, so  */ \
+        /* that both phases stay inside the source row, and keep every second lane     */ \
+        ptrdiff_t odd = start & 1, avail = lx - (start - odd);                             \
         for (ptrdiff_t mz = 0; mz < pz; ++mz) {                                            \
             ptrdiff_t zs = zsrc[rz * pz + mz];                                             \
             for (ptrdiff_t my = 0; my < py; ++my, q += px) {                               \
                 ptrdiff_t ys = ysrc[ry * py + my];                                         \
-                if (zs < 0 || ys < 0 || m1 <= m0) {                                        \
-                    for (ptrdiff_t i = 0; i < px; ++i) q[i] = 0;                           \
-                    continue;                                                              \
-                }                                                                          \
+                if (zs < 0 || ys < 0) continue;                                            \
                 const T *restrict s = large + (zs * ly + ys) * lx + start;                 \
-                ptrdiff_t i = 0, n = m1 - m0;                                              \
-                for (; i < m0; ++i) q[i] = 0;                                              \
                 T *restrict o = q + m0;                                                    \
-                i = 0;                                                                     \
+                ptrdiff_t i = 0;                                                           \
                 if (sx == 1) {                                                             \
                     for (; i < n; ++i) o[i] = s[i];                                        \
-                } else {                                                                   \
-                    for (; STC_HAVE_SHUFFLE && sx == 2 && i + 8 < n; i += 8) {             \
-                        stc_##SUFFIX##8 v0 = *(const stc_##SUFFIX##8 *)(s + 2 * i);        \
-                        stc_##SUFFIX##8 v1 = *(const stc_##SUFFIX##8 *)(s + 2 * i + 8);    \
-                        *(stc_##SUFFIX##8 *)(o + i) =                                      \
-                            STC_SHUFFLE8(SUFFIX, v0, v1, 0, 2, 4, 6, 8, 10, 12, 14);       \
-                    }                                                                      \
-                    for (; i < n; ++i) o[i] = s[i * sx];                                   \
+                    continue;                                                              \
                 }                                                                          \
-                for (i = m1; i < px; ++i) q[i] = 0;                                        \
+                if (STC_HAVE_SHUFFLE && sx == 2) {                                         \
+                    const T *restrict b = s - odd;                                         \
+                    for (; i + 16 <= n && 2 * i + 32 <= avail; i += 16) {                  \
+                        stc_##SUFFIX##16 v0 = *(const stc_##SUFFIX##16 *)(b + 2 * i);      \
+                        stc_##SUFFIX##16 v1 = *(const stc_##SUFFIX##16 *)(b + 2 * i + 16); \
+                        *(stc_##SUFFIX##16 *)(o + i) = odd                                 \
+                            ? STC_SHUFFLE16(SUFFIX, v0, v1, 1, 3, 5, 7, 9, 11, 13, 15,     \
+                                            17, 19, 21, 23, 25, 27, 29, 31)                \
+                            : STC_SHUFFLE16(SUFFIX, v0, v1, 0, 2, 4, 6, 8, 10, 12, 14,     \
+                                            16, 18, 20, 22, 24, 26, 28, 30);               \
+                    }                                                                      \
+                    for (; i + 8 <= n && 2 * i + 16 <= avail; i += 8) {                    \
+                        stc_##SUFFIX##8 v0 = *(const stc_##SUFFIX##8 *)(b + 2 * i);        \
+                        stc_##SUFFIX##8 v1 = *(const stc_##SUFFIX##8 *)(b + 2 * i + 8);    \
+                        *(stc_##SUFFIX##8 *)(o + i) = odd                                  \
+                            ? STC_SHUFFLE8(SUFFIX, v0, v1, 1, 3, 5, 7, 9, 11, 13, 15)      \
+                            : STC_SHUFFLE8(SUFFIX, v0, v1, 0, 2, 4, 6, 8, 10, 12, 14);     \
+                    }                                                                      \
+                }                                                                          \
+                for (; i < n; ++i) o[i] = s[i * sx];                                       \
             }                                                                              \
         }                                                                                  \
     }                                                                                      \
 }                                                                                          \
 /* The grid convolution of one output channel: out[u] = bias + sum over j < count of   */ \
 /* w[j] * src[offset[j] + u] for u < n, rounded up to whole vectors (out has room;     */ \
+/* with accumulate, out[u] += the sum instead, no bias: a pass over more columns);     */ \
 /* the runs read up to STC_PHASE_TAIL past the copy).  Every (channel, tap) of the     */ \
 /* channel's group is one contiguous run of the phase copy, so there are no edges: four */ \
 /* vectors of positions share each broadcast weight, four independent FMA chains.      */ \
 STC_CLONES static void stc_grid_dot_##SUFFIX(                                              \
     T *restrict out, const T *restrict src, const ptrdiff_t *offset, const T *restrict w, \
-    ptrdiff_t count, ptrdiff_t n, T bias)                                                  \
+    ptrdiff_t count, ptrdiff_t n, T bias, int accumulate)                                  \
 {                                                                                          \
     typedef stc_##SUFFIX##line V;                                                         \
     enum { L = sizeof(V) / sizeof(T) };                                                    \
+    const V zero = {0};                                                                    \
+    if (accumulate) bias = 0;                                                              \
     ptrdiff_t u = 0;                                                                       \
     for (; u + 4 * L <= n; u += 4 * L) {                                                   \
-        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                          \
+        V a0 = accumulate ? *(const V *)(out + u) : zero;                                  \
+        V a1 = accumulate ? *(const V *)(out + u + L) : zero;                              \
+        V a2 = accumulate ? *(const V *)(out + u + 2 * L) : zero;                          \
+        V a3 = accumulate ? *(const V *)(out + u + 3 * L) : zero;                          \
         for (ptrdiff_t j = 0; j < count; ++j) {                                            \
             const T *s = src + offset[j] + u;                                              \
             T c = w[j];                                                                    \
@@ -500,7 +525,7 @@ STC_CLONES static void stc_grid_dot_##SUFFIX(                                   
         *(V *)(out + u + 3 * L) = a3 + bias;                                               \
     }                                                                                      \
     for (; u < n; u += L) {  /* the last 1-4 vectors: two chains over the runs */           \
-        V a0 = {0}, a1 = {0};                                                              \
+        V a0 = accumulate ? *(const V *)(out + u) : zero, a1 = {0};                        \
         ptrdiff_t j = 0;                                                                   \
         for (; j + 2 <= count; j += 2) {                                                   \
             a0 += w[j] * *(const V *)(src + offset[j] + u);                                \
@@ -515,29 +540,42 @@ STC_CLONES static void stc_grid_dot_##SUFFIX(                                   
 /* all four (the loads, not the FMAs, bound one channel at a time).                  */ \
 STC_CLONES static void stc_grid_dot4_##SUFFIX(                                             \
     T *restrict out, ptrdiff_t out_pitch, const T *restrict src, const ptrdiff_t *offset,  \
-    const T *restrict w, ptrdiff_t w_pitch, ptrdiff_t count, ptrdiff_t n, const T *bias)   \
+    const T *restrict w, ptrdiff_t w_pitch, ptrdiff_t count, ptrdiff_t n, const T *bias,   \
+    int accumulate)                                                                        \
 {                                                                                          \
     typedef stc_##SUFFIX##line V;                                                         \
     enum { L = sizeof(V) / sizeof(T) };                                                    \
+    const V zero = {0};                                                                    \
+    const T b0_ = accumulate ? 0 : bias[0], b1_ = accumulate ? 0 : bias[1];                \
+    const T b2_ = accumulate ? 0 : bias[2], b3_ = accumulate ? 0 : bias[3];                \
     const T *restrict w0 = w, *restrict w1 = w + w_pitch;                                 \
     const T *restrict w2 = w + 2 * w_pitch, *restrict w3 = w + 3 * w_pitch;               \
     ptrdiff_t u = 0;                                                                       \
     for (; u < n; u += 2 * L) {  /* two vectors per channel: eight FMA chains */           \
-        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};  \
+        V a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero;    \
+        V b3 = zero;                                                                       \
+        if (accumulate) {                                                                  \
+            a0 = *(const V *)(out + u); a1 = *(const V *)(out + out_pitch + u);            \
+            a2 = *(const V *)(out + 2 * out_pitch + u);                                    \
+            a3 = *(const V *)(out + 3 * out_pitch + u);                                    \
+            b0 = *(const V *)(out + u + L); b1 = *(const V *)(out + out_pitch + u + L);    \
+            b2 = *(const V *)(out + 2 * out_pitch + u + L);                                \
+            b3 = *(const V *)(out + 3 * out_pitch + u + L);                                \
+        }                                                                                  \
         for (ptrdiff_t j = 0; j < count; ++j) {                                            \
             const T *s = src + offset[j] + u;                                              \
             V x = *(const V *)s, y = *(const V *)(s + L);                                  \
             a0 += w0[j] * x; a1 += w1[j] * x; a2 += w2[j] * x; a3 += w3[j] * x;            \
             b0 += w0[j] * y; b1 += w1[j] * y; b2 += w2[j] * y; b3 += w3[j] * y;            \
         }                                                                                  \
-        *(V *)(out + u) = a0 + bias[0];                                                    \
-        *(V *)(out + out_pitch + u) = a1 + bias[1];                                        \
-        *(V *)(out + 2 * out_pitch + u) = a2 + bias[2];                                    \
-        *(V *)(out + 3 * out_pitch + u) = a3 + bias[3];                                    \
-        *(V *)(out + u + L) = b0 + bias[0];                                                \
-        *(V *)(out + out_pitch + u + L) = b1 + bias[1];                                    \
-        *(V *)(out + 2 * out_pitch + u + L) = b2 + bias[2];                                \
-        *(V *)(out + 3 * out_pitch + u + L) = b3 + bias[3];                                \
+        *(V *)(out + u) = a0 + b0_;                                                        \
+        *(V *)(out + out_pitch + u) = a1 + b1_;                                            \
+        *(V *)(out + 2 * out_pitch + u) = a2 + b2_;                                        \
+        *(V *)(out + 3 * out_pitch + u) = a3 + b3_;                                        \
+        *(V *)(out + u + L) = b0 + b0_;                                                    \
+        *(V *)(out + out_pitch + u + L) = b1 + b1_;                                        \
+        *(V *)(out + 2 * out_pitch + u + L) = b2 + b2_;                                    \
+        *(V *)(out + 3 * out_pitch + u + L) = b3 + b3_;                                    \
     }                                                                                      \
 }
 

@@ -67,6 +67,10 @@ def test_grid_matches_reference(either, cfg, dtype, layout, threads):
     ((2, 6, 21, 18), (18, 2, 3, 4), dict(stride=2, padding=1, groups=3)),
     ((2, 4, 19, 20), (20, 2, 3, 3), dict(stride=(2, 1), padding=(1, 2), groups=2,
                                          dilation=(1, 2))),
+    # stride 2 on rows of 70 and 71: the copy's 16- and 8-wide de-interleaving, from
+    # even and odd starts, up to the row's last element
+    ((2, 3, 9, 70), (3, 1, 4, 4), dict(stride=2, padding=1, groups=3)),
+    ((1, 2, 8, 71), (2, 1, 3, 5), dict(stride=2, padding=(1, 2), groups=2)),
     # 3-D strides 3 and 4: 27 and 64 phase planes
     ((2, 4, 12, 12, 12), (4, 1, 4, 4, 4), dict(stride=3, padding=1, groups=4)),
     ((1, 3, 16, 20, 30), (3, 1, 5, 5, 5), dict(stride=4, padding=3, groups=3)),
@@ -154,7 +158,46 @@ def test_grid_workspace_is_one_groups_copy_per_thread(x_shape, w_shape, kw):
     group = x_shape[1] // kw.get("groups", 1)
     phases = math.prod(axis.stride for axis in layout.axes)
     plane_in, plane_out = math.prod(x_shape[2:]), math.prod(plan.geometry.small)
-    channels = _kernels.GRID_BLOCK["channels"]
+    # the grids of one pass: whole calls of four channels, no more than the group has,
+    # and beyond four channels no more than GRID_PASS_BYTES
+    per_call = _kernels.GRID_BLOCK["channels"]
+    cout_g = w_shape[0] // kw.get("groups", 1)
+    channels = layout.grid_channels
+    assert channels % per_call == 0 and channels <= -(-cout_g // per_call) * per_call
+    assert channels == per_call or channels * layout.grid_pitch * 4 <= _layout.GRID_PASS_BYTES
+    assert layout.grid_pitch <= 2 * plane_out + 32
     assert ws.scratch <= (group * (2 * plane_in + phases * 31) + _kernels.PHASE_TAIL
                           + channels * (2 * plane_out + 32))
     assert ws.phased == ws.packed == ws.columns == ws.product == 0
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    # a 66 x 66 grid: 16 columns per block of the 4 x 9 = 36, and 8 channels' grids per
+    # pass of the 12 (a pass of eight, then one of four)
+    ((2, 4, 64, 64), (12, 4, 3, 3), dict(stride=1, padding=1)),
+    # the same with two groups and a partial call in every pass (6 channels per group)
+    ((1, 8, 64, 64), (12, 4, 3, 3), dict(stride=1, padding=1, groups=2)),
+    # 1-D: one long grid, 16 columns per block of the 16 x 5 = 80
+    ((2, 16, 12000), (6, 16, 5), dict(stride=2, padding=2)),
+])
+def test_grid_passes_and_column_blocks(grid, x_shape, w_shape, kw):
+    """Output channels in several passes and each pass's columns in several blocks
+    (the grids accumulate from the second block on; the bias is added once)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    plan = _plan(x_shape, w_shape, **kw)
+    executor = _compiled.Executor(plan, "direct")
+    layout = executor.layout
+    assert layout.column_source == _layout.IMPLICIT
+    depth = layout.a_offset.size
+    cout_g = w_shape[0] // kw.get("groups", 1)
+    assert layout.depth_block < depth
+    assert layout.grid_channels < cout_g or cout_g % layout.grid_channels
+    # the matrix form as the oracle: the plain-loop reference takes seconds here
+    want = stc.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                    backend="sparse", **kw)
+    for threads in (1, 2):
+        with stc.threads(threads):
+            assert_matches(executor(x, w, b), want)
