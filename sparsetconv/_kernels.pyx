@@ -1550,7 +1550,12 @@ cdef void _conv_grid(floating *out, const floating *large, const floating *w,
     cdef floating *grid = NULL
     cdef floating *dst
     cdef const floating *src
-    cdef floating biases[GRID_CHANNELS]
+    # shared and read-only in the parallel region (a bias array written per call
+    # there would be shared by the threads too: they overwrote each other's biases)
+    cdef floating no_bias[GRID_CHANNELS]
+    cdef const floating *biases
+    for i in range(GRID_CHANNELS):
+        no_bias[i] = 0
     with parallel(num_threads=n_threads):
         copy = scratch_all + threadid() * p.scratch_pitch
         grid = copy + cl_g * pitch + STC_PHASE_TAIL
@@ -1572,8 +1577,7 @@ cdef void _conv_grid(floating *out, const floating *large, const floating *w,
                     while c < cb:
                         co = g * cout_g + c0 + c
                         block = min(GRID_CHANNELS, cb - c)
-                        for i in range(block):
-                            biases[i] = bias[co + i] if bias != NULL else 0
+                        biases = bias + co if bias != NULL else no_bias
                         if block == GRID_CHANNELS:
                             if floating is float:
                                 stc_grid_dot4_f(grid + c * grid_pitch, grid_pitch, copy,
