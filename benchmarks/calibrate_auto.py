@@ -83,32 +83,43 @@ def _time(calls, rounds):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def measure(seeds, count, rounds):
-    """One record per (layer, direction): times, cost tables and counts per algorithm."""
-    records = []
+def _layer_calls(seeds, count):
+    """Each random layer's two calls (the transposed layer and its adjoint): the
+    record's label, the plan, its input and the weight (float32, fixed seed)."""
     for seed in seeds:
         for layer in random_layers(seed, count):
             rng = np.random.default_rng(0)
             w = rng.standard_normal(layer.weight).astype(np.float32)
             for plan, shape in zip(_plans(layer), (layer.input, layer.output_shape)):
                 x = rng.standard_normal(shape).astype(np.float32)
-                calls, tables = {}, {}
-                for algorithm in ALGORITHMS:
-                    try:
-                        executor = _compiled.Executor(plan, algorithm)
-                    except ValueError:  # outside the algorithm's domain (column cap)
-                        continue
-                    calls[algorithm] = (lambda e=executor: e(x, w, None))
-                    tables[algorithm] = _table(algorithm, executor.kernel_plan)
-                times = _time(calls, rounds)
-                live = _compiled.live_plan(plan)
-                chosen = NAMES[_compiled.choose_algorithm(plan if live is None else live[0])]
-                records.append(dict(layer=f"{layer.name}/seed{seed}",
-                                    direction="transpose" if plan.transposed else "adjoint",
-                                    chosen=chosen, times=times, tables=tables))
-                print(f"{records[-1]['layer']:24} {records[-1]['direction']:9} "
-                      + " ".join(f"{a} {t * 1e3:8.3f} ms" for a, t in times.items())
-                      + f"  auto: {chosen}", flush=True)
+                yield f"{layer.name}/seed{seed}", plan, x, w
+
+
+def _report(record, extra=""):
+    print(f"{record['layer']:24} {record['direction']:9} "
+          + " ".join(f"{a} {t * 1e3:8.3f} ms" for a, t in record["times"].items()) + extra,
+          flush=True)
+
+
+def measure(seeds, count, rounds):
+    """One record per (layer, direction): times, cost tables and counts per algorithm."""
+    records = []
+    for label, plan, x, w in _layer_calls(seeds, count):
+        calls, tables = {}, {}
+        for algorithm in ALGORITHMS:
+            try:
+                executor = _compiled.Executor(plan, algorithm)
+            except ValueError:  # outside the algorithm's domain (column cap)
+                continue
+            calls[algorithm] = (lambda e=executor: e(x, w, None))
+            tables[algorithm] = _table(algorithm, executor.kernel_plan)
+        times = _time(calls, rounds)
+        live = _compiled.live_plan(plan)
+        chosen = NAMES[_compiled.choose_algorithm(plan if live is None else live[0])]
+        records.append(dict(layer=label,
+                            direction="transpose" if plan.transposed else "adjoint",
+                            chosen=chosen, times=times, tables=tables))
+        _report(records[-1], f"  auto: {chosen}")
     return records
 
 
@@ -137,32 +148,25 @@ def measure_grid(seeds, count, rounds):
     grid, both forced, with the GATHER and GRID tables' counts."""
     from sparsetconv import _layout
     records = []
-    for seed in seeds:
-        for layer in random_layers(seed, count):
-            rng = np.random.default_rng(0)
-            w = rng.standard_normal(layer.weight).astype(np.float32)
-            for plan, shape in zip(_plans(layer), (layer.input, layer.output_shape)):
-                x = rng.standard_normal(shape).astype(np.float32)
-                calls = {}
-                for variant in ("rows", "grid"):
-                    with _forced_grid(variant == "grid"):
-                        executor = _compiled.Executor(plan, "direct")
-                    calls[variant] = (lambda e=executor: e(x, w, None))
-                kernel_plan = executor.kernel_plan
-                g = kernel_plan.geometry
-                positions, copy = _layout.implicit_extents(kernel_plan)
-                if (kernel_plan.transposed or positions > 2 * math.prod(g.small)
-                        or copy > 2 * math.prod(g.large)):
-                    continue
-                times = _time(calls, rounds)
-                records.append(dict(
-                    layer=f"{layer.name}/seed{seed}",
-                    direction="transpose" if plan.transposed else "adjoint", times=times,
-                    tables=dict(rows=("GATHER", _cost.rows_counts(kernel_plan)),
-                                grid=("GRID", _cost.grid_counts(kernel_plan)))))
-                print(f"{records[-1]['layer']:24} {records[-1]['direction']:9} "
-                      + " ".join(f"{a} {t * 1e3:8.3f} ms" for a, t in times.items()),
-                      flush=True)
+    for label, plan, x, w in _layer_calls(seeds, count):
+        calls = {}
+        for variant in ("rows", "grid"):
+            with _forced_grid(variant == "grid"):
+                executor = _compiled.Executor(plan, "direct")
+            calls[variant] = (lambda e=executor: e(x, w, None))
+        kernel_plan = executor.kernel_plan
+        g = kernel_plan.geometry
+        positions, copy = _layout.implicit_extents(kernel_plan)
+        if (kernel_plan.transposed or positions > 2 * math.prod(g.small)
+                or copy > 2 * math.prod(g.large)):
+            continue
+        times = _time(calls, rounds)
+        records.append(dict(
+            layer=label, direction="transpose" if plan.transposed else "adjoint",
+            times=times,
+            tables=dict(rows=("GATHER", _cost.rows_counts(kernel_plan)),
+                        grid=("GRID", _cost.grid_counts(kernel_plan)))))
+        _report(records[-1])
     return records
 
 
