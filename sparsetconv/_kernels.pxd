@@ -25,7 +25,9 @@ cdef enum ColumnSource:
                          # by-phase copy of the large input (see _layout._phase_tables).
                          # GEMM: the own GEMM's micro-kernel reads them (copy in phased,
                          # stc_implicit_conv); DIRECT: one output channel at a time over
-                         # the grid (copy per thread in scratch, stc_grid_dot)
+                         # the grid (copy per thread in scratch, stc_grid_dot).
+                         # WEIGHT_GRADIENT GEMM: a GEMM of the runs with the small side
+                         # channels-last, reduced over positions (stc_wgrad_implicit)
 
 
 # One spatial axis (rank 1 and 2 are lifted to 3-D with unit axes).  The large side
@@ -66,7 +68,9 @@ cdef struct Problem:
     Py_ssize_t groups
     Py_ssize_t chunk            # GEMM: samples per chunk
     Py_ssize_t block_rows       # CONVOLVE / WEIGHT_GRADIENT GEMM, one-sample chunks:
-                                # small-side (z, y) rows per im2col + GEMM block
+                                # small-side (z, y) rows per im2col + GEMM block;
+                                # WEIGHT_GRADIENT IMPLICIT: the chunk's (sample, z, y) rows
+                                # per reduction block
     ColumnSource column_source  # GEMM: see ColumnSource
     # IMPLICIT only: column (channel, tap) of a sample-group is the run at a_offset[p]
     # of the phase copy; grid position u is output position out_offset[u] (-1: none);
@@ -82,6 +86,9 @@ cdef struct Problem:
     # DIRECT IMPLICIT only: each output channel's grid is grid_pitch elements (whole
     # vectors); a pass computes grid_channels output channels (a multiple of
     # GRID_CHANNELS), depth_block of their (channel, tap) columns at a time
+    # WEIGHT_GRADIENT IMPLICIT: grid_pitch elements per position of the channels-last
+    # small side; threads take depth_block (channel, tap) rows by grid_channels (padded)
+    # small channels
     Py_ssize_t grid_pitch
     Py_ssize_t grid_channels
     Py_ssize_t depth_block
@@ -97,7 +104,9 @@ cdef struct Buffers:
                                 # a group's phase copy and one grid per thread
     void *phased                # the large input, phase-major on x (IMPLICIT: the phase copy)
     void *packed                # GEMM: one chunk's samples side by side (per chunk-thread);
-                                # IMPLICIT: the weight, as panels of the own GEMM's NR channels
+                                # IMPLICIT: the weight, as panels of the own GEMM's NR channels;
+                                # WEIGHT_GRADIENT IMPLICIT: the chunk's small side channels-last
     void *columns               # GEMM: one chunk's columns (per chunk-thread)
     void *product               # CONVOLVE GEMM: one chunk's product (per chunk-thread);
-                                # WEIGHT_GRADIENT GEMM: the gradient, transposed
+                                # WEIGHT_GRADIENT GEMM: the gradient, transposed (IMPLICIT:
+                                # (channel, tap) rows of the padded small channels)

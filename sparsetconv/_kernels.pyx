@@ -122,6 +122,23 @@ cdef extern from "_rowops.h" nogil:
     void stc_grid_dot4_d(double *out, Py_ssize_t out_pitch, const double *src,
                          const Py_ssize_t *offset, const double *w, Py_ssize_t w_pitch,
                          Py_ssize_t count, Py_ssize_t n, const double *bias, int accumulate)
+    int STC_WGRAD_NR, STC_WGRAD_MR_BYTES
+    void stc_channels_last_f(float *dst, Py_ssize_t dst_pitch, const float *src,
+                             Py_ssize_t src_pitch, Py_ssize_t channels, Py_ssize_t positions)
+    void stc_channels_last_d(double *dst, Py_ssize_t dst_pitch, const double *src,
+                             Py_ssize_t src_pitch, Py_ssize_t channels, Py_ssize_t positions)
+    void stc_wgrad_implicit_f(float *product, Py_ssize_t product_pitch, const float *copy,
+                              Py_ssize_t copy_sample, const Py_ssize_t *offset,
+                              Py_ssize_t d_count, const float *st, Py_ssize_t st_pitch,
+                              Py_ssize_t c_count, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t oz,
+                              Py_ssize_t oy, Py_ssize_t ox, Py_ssize_t py, Py_ssize_t px,
+                              int accumulate)
+    void stc_wgrad_implicit_d(double *product, Py_ssize_t product_pitch, const double *copy,
+                              Py_ssize_t copy_sample, const Py_ssize_t *offset,
+                              Py_ssize_t d_count, const double *st, Py_ssize_t st_pitch,
+                              Py_ssize_t c_count, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t oz,
+                              Py_ssize_t oy, Py_ssize_t ox, Py_ssize_t py, Py_ssize_t px,
+                              int accumulate)
 
 # The ids Python uses are these enum values (one definition).
 ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
@@ -188,6 +205,7 @@ def own_gemm_available():
 
 PHASE_TAIL = STC_PHASE_TAIL
 GRID_BLOCK = {"channels": GRID_CHANNELS, "vectors": 2}
+WEIGHT_GRADIENT_TILE = {"rows": STC_WGRAD_NR, "channel_bytes": STC_WGRAD_MR_BYTES}
 
 
 def own_gemm_tile(Py_ssize_t itemsize):
@@ -1637,10 +1655,119 @@ cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const fl
         _conv_rows(out, x, <floating *> buf.phased, w, bias, p, n_threads)
 
 
+cdef inline Py_ssize_t _wgrad_channels_padded(const Problem *p, size_t itemsize) noexcept nogil:
+    """A group's small-side channels rounded up to whole tiles of stc_wgrad_implicit."""
+    cdef Py_ssize_t mr = STC_WGRAD_MR_BYTES // itemsize
+    return (p.c_small // p.groups + mr - 1) // mr * mr
+
+
+cdef enum:
+    CHANNELS_LAST_BLOCK = 256  # positions per piece of the channels-last copy
+
+
+cdef void _channels_last(floating *st, const floating *small, Py_ssize_t count,
+                         const Problem *p, int n_threads) noexcept nogil:
+    """st[(k size + q) grid_pitch + g cs_pad + c] = small[k, g cs_g + c, q] for the
+    ``count`` samples k of a chunk: the small side channels-last, each group's channels
+    padded to cs_pad (the padding lanes are never written: they only make product
+    lanes that are never read), CHANNELS_LAST_BLOCK positions per piece of work
+    (:c:func:`stc_channels_last`)."""
+    cdef Py_ssize_t size = _small_size(p), cs_g = p.c_small // p.groups
+    cdef Py_ssize_t cs_pad = _wgrad_channels_padded(p, sizeof(floating))
+    cdef Py_ssize_t blocks = (size + CHANNELS_LAST_BLOCK - 1) // CHANNELS_LAST_BLOCK
+    cdef Py_ssize_t item, k, g, q0
+    for item in prange(count * p.groups * blocks, schedule="static", num_threads=n_threads):
+        q0 = (item % blocks) * CHANNELS_LAST_BLOCK
+        g = item // blocks % p.groups
+        k = item // (blocks * p.groups)
+        if floating is float:
+            stc_channels_last_f(st + (k * size + q0) * p.grid_pitch + g * cs_pad, p.grid_pitch,
+                                small + (k * p.c_small + g * cs_g) * size + q0, size, cs_g,
+                                min(CHANNELS_LAST_BLOCK, size - q0))
+        else:
+            stc_channels_last_d(st + (k * size + q0) * p.grid_pitch + g * cs_pad, p.grid_pitch,
+                                small + (k * p.c_small + g * cs_g) * size + q0, size, cs_g,
+                                min(CHANNELS_LAST_BLOCK, size - q0))
+
+
+cdef void _weight_grad_implicit(floating *grad_w, const floating *small,
+                                const floating *large, const Buffers *buf, const Problem *p,
+                                int n_threads) noexcept nogil:
+    """GEMM over the phase copy (column source IMPLICIT), ``chunk`` samples at a time:
+    their large side's phase copies (as the implicit convolution's: the column of
+    (cl, t) is a run of it) and their small side channels-last, then for each block of
+    block_rows small-side rows, product_g[(cl, t), cs] += the sum over the block's
+    positions of small[cs] * column[(cl, t)] (:c:func:`stc_wgrad_implicit`: the own
+    GEMM's micro-kernel with the small side's channels along the vectors, no packing);
+    threads take pieces of depth_block (channel, tap) rows by grid_channels small
+    channels.  Finally grad_w = the product, transposed."""
+    cdef Py_ssize_t cl_g = p.c_large // p.groups, cs_g = p.c_small // p.groups
+    cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
+    cdef Py_ssize_t cs_pad = _wgrad_channels_padded(p, sizeof(floating))
+    cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
+    cdef Py_ssize_t copy_sample = p.c_large * pitch
+    cdef Py_ssize_t oz = p.axis[0].small, oy = p.axis[1].small, ox = p.axis[2].small
+    cdef Py_ssize_t py = p.axis[1].padded, px = p.axis[2].padded
+    cdef Py_ssize_t row_blocks = (depth + p.depth_block - 1) // p.depth_block
+    cdef Py_ssize_t channel_blocks = (cs_pad + p.grid_channels - 1) // p.grid_channels
+    cdef Py_ssize_t items = p.groups * row_blocks * channel_blocks
+    cdef Py_ssize_t first, count, r0, r1, rows, item, g, d0, c0, c, d, blocks, cs
+    cdef int accumulate
+    cdef floating *phased = <floating *> buf.phased
+    cdef floating *st = <floating *> buf.packed
+    cdef floating *product = <floating *> buf.product
+    if p.batch == 0:
+        memset(grad_w, 0, p.c_small * depth * sizeof(floating))
+        return
+    first = 0
+    while first < p.batch:
+        count = min(p.chunk, p.batch - first)
+        memset(phased + count * copy_sample, 0, STC_PHASE_TAIL * sizeof(floating))
+        for item in prange(count * p.c_large, schedule="static", num_threads=n_threads):
+            _phase_copy(phased + item * pitch, large + (first * p.c_large + item) * plane_in, p)
+        _channels_last(st, small + first * p.c_small * size, count, p, n_threads)
+        rows = count * oz * oy
+        r0 = 0
+        while r0 < rows:
+            r1 = min(r0 + p.block_rows, rows)
+            accumulate = first > 0 or r0 > 0
+            for item in prange(items, schedule="dynamic", num_threads=n_threads):
+                c0 = (item % channel_blocks) * p.grid_channels
+                d0 = (item // channel_blocks % row_blocks) * p.depth_block
+                g = item // (channel_blocks * row_blocks)
+                if floating is float:
+                    stc_wgrad_implicit_f(product + (g * depth + d0) * cs_pad + c0, cs_pad,
+                                         phased + g * cl_g * pitch, copy_sample,
+                                         p.a_offset + d0, min(p.depth_block, depth - d0),
+                                         st + g * cs_pad + c0, p.grid_pitch,
+                                         min(p.grid_channels, cs_pad - c0), r0, r1, oz, oy,
+                                         ox, py, px, accumulate)
+                else:
+                    stc_wgrad_implicit_d(product + (g * depth + d0) * cs_pad + c0, cs_pad,
+                                         phased + g * cl_g * pitch, copy_sample,
+                                         p.a_offset + d0, min(p.depth_block, depth - d0),
+                                         st + g * cs_pad + c0, p.grid_pitch,
+                                         min(p.grid_channels, cs_pad - c0), r0, r1, oz, oy,
+                                         ox, py, px, accumulate)
+            r0 = r1
+        first = first + count
+    # grad_w[g cs_g + cs, d] = product_g[d, cs], TRANSPOSE_BLOCK channels at a time
+    blocks = (cs_g + TRANSPOSE_BLOCK - 1) // TRANSPOSE_BLOCK
+    for item in prange(p.groups * blocks, schedule="static", num_threads=n_threads):
+        g = item // blocks
+        c0 = (item % blocks) * TRANSPOSE_BLOCK
+        for d in range(depth):
+            for cs in range(c0, min(c0 + TRANSPOSE_BLOCK, cs_g)):
+                grad_w[(g * cs_g + cs) * depth + d] = product[(g * depth + d) * cs_pad + cs]
+
+
 cdef void _weight_gradient(const Problem *p, const Buffers *buf, floating *grad_w,
                            const floating *small, const floating *large_in,
                            int n_threads) noexcept nogil:
     cdef const floating *large
+    if p.column_source == IMPLICIT:
+        _weight_grad_implicit(grad_w, small, large_in, buf, p, n_threads)
+        return
     if p.algorithm == GEMM and p.column_source != IM2COL:
         _direct_columns_weight_gradient(grad_w, small, large_in, p, n_threads)
         return

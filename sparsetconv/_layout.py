@@ -357,6 +357,8 @@ def _build_layout(plan, direction, algorithm, gemm_kernel):
         return _implicit_layout(plan, axes)
     if direction == CONVOLVE and algorithm == DIRECT and grid_convolution(plan):
         return _grid_layout(plan, axes)
+    if source == IM2COL and direction == WEIGHT_GRADIENT and gemm and implicit_weight_gradient(plan):
+        return _implicit_weight_gradient_layout(plan, axes)
     if source != IM2COL:
         # BLAS reads the arrays in place: no workspace at all; samples are the chunks
         return Layout(
@@ -604,3 +606,92 @@ def _grid_layout(plan, axes):
         grid_channels=grid_channels, depth_block=depth_block,
         workspace=Workspace(scratch=channels * pitch + _kernels.PHASE_TAIL
                             + grid_channels * grid_pitch))
+
+
+# ---------------------------------------------------------------------------
+# The weight gradient over the phase copy (WEIGHT_GRADIENT, GEMM, column source
+# IMPLICIT): product_g[(cl, t), cs] = sum over positions of small[cs] * column[(cl, t)],
+# the columns being the runs of the implicit convolution's phase copy and the small
+# side channels-last -- no im2col, no packing (stc_wgrad_implicit).
+
+# Small-side positions per reduction block: the block's channels-last rows stay in L2
+# (at most WEIGHT_GRADIENT_BLOCK_BYTES) while the (channel, tap) tiles sweep them, and
+# each tile's twelve runs of the block in L1.
+WEIGHT_GRADIENT_BLOCK_POSITIONS = 1024
+WEIGHT_GRADIENT_BLOCK_BYTES = 512 * 1024
+# Pieces of work wanted per block, so that threads share even a narrow gradient.
+WEIGHT_GRADIENT_MIN_ITEMS = 8
+# What each choice adds to the multiply-adds, in their units: the implicit kernel sets
+# up its twelve runs once per small-side row (about as long as this many positions of
+# a tile); im2col writes and packs each column element (the GEMM then spends a group's
+# small channels of multiply-adds on it) at about this many multiply-adds' cost.
+WEIGHT_GRADIENT_ROW_SETUP_POSITIONS = 4
+WEIGHT_GRADIENT_IM2COL_ELEMENT_MACS = 32
+# A group's small channels padded to whole tiles: at most this many times as many.
+WEIGHT_GRADIENT_MAX_PADDING = 4
+
+
+def implicit_weight_gradient(plan):
+    """Whether a GEMM weight gradient (IM2COL source) runs over the phase copy instead
+    of im2col: where its overhead -- the runs set up per small-side row, the small
+    channels padded to whole tiles -- is below im2col's, whose columns replicate each
+    large-side element prod(kernel) prod(small) / prod(large) times, each costing
+    WEIGHT_GRADIENT_IM2COL_ELEMENT_MACS against a group's small channels of useful
+    multiply-adds; where the phase copy stays within twice the large side and the
+    padded channels within WEIGHT_GRADIENT_MAX_PADDING times a group's.
+
+    Timed (one thread, 18 random layers and the suite's GEMM layers): the implicit
+    kernel ran 0.33-0.97x im2col's time where this chooses it (dilated 0.35x, a 3-D
+    decoder layer 0.58x), and im2col 0.6-0.9x the implicit's on the layers with
+    rows of 3-8 positions and 320-512 channels where it does not."""
+    g = plan.geometry.lifted(3)
+    if implicit_extents(plan)[1] > 2 * prod(g.large):
+        return False
+    cs_g = plan.small_channels // plan.groups
+    mr = _kernels.WEIGHT_GRADIENT_TILE["channel_bytes"] // plan.dtype.itemsize
+    padded = -(-cs_g // mr) * mr
+    if padded > WEIGHT_GRADIENT_MAX_PADDING * cs_g:
+        return False  # mostly padding lanes, and a channels-last copy as large
+    implicit = (1 + WEIGHT_GRADIENT_ROW_SETUP_POSITIONS / g.small[2]) * padded / cs_g - 1
+    replication = prod(g.kernel) * prod(g.small) / prod(g.large)
+    im2col = WEIGHT_GRADIENT_IM2COL_ELEMENT_MACS * replication / cs_g
+    return implicit <= im2col
+
+
+def _implicit_weight_gradient_layout(plan, axes):
+    """The Layout of a weight gradient over the phase copy: ``chunk`` samples at a
+    time, their phase copies (``phased``, as the implicit convolution's) and their small
+    side channels-last (``packed``: grid_pitch elements per position, each group's
+    channels padded to whole tiles), reduced block_rows small-side rows at a time into
+    a transposed product; threads take pieces of depth_block (channel, tap) rows by
+    grid_channels small channels."""
+    fields, pitch = _phase_tables(plan, axes)
+    g = plan.geometry.lifted(3)
+    itemsize = plan.dtype.itemsize
+    tile = _kernels.WEIGHT_GRADIENT_TILE
+    mr, nr = tile["channel_bytes"] // itemsize, tile["rows"]
+    cs_g = plan.small_channels // plan.groups
+    cs_pad = -(-cs_g // mr) * mr
+    depth = fields["a_offset"].size
+    oz, oy, ox = g.small
+    positions = max(ox, min(WEIGHT_GRADIENT_BLOCK_POSITIONS,
+                            WEIGHT_GRADIENT_BLOCK_BYTES // (cs_pad * itemsize)))
+    block_rows = max(1, positions // ox)
+    batch = _batch(plan)
+    chunk = max(1, min(batch, -(-block_rows // (oz * oy))))
+    parts = -(-WEIGHT_GRADIENT_MIN_ITEMS // plan.groups)
+    depth_block = max(nr, -(-(-(-depth // parts)) // nr) * nr)
+    pieces = plan.groups * -(-depth // depth_block)
+    channel_parts = max(1, min(-(-WEIGHT_GRADIENT_MIN_ITEMS // (2 * pieces)), cs_pad // mr))
+    channels = -(-(-(-cs_pad // channel_parts)) // mr) * mr
+    fields.update(direction=WEIGHT_GRADIENT, block_rows=block_rows)
+    # positions an odd number of cache lines apart: at a multiple of 1 KiB a tile's
+    # reads of consecutive positions fall in a few L1 sets and evict each other
+    lines = -(-plan.groups * cs_pad * itemsize // 64)
+    st_pitch = (lines + 1 - lines % 2 if lines >= 8 else lines) * 64 // itemsize
+    return Layout(
+        algorithm=GEMM, chunk=chunk, **fields, grid_pitch=st_pitch,
+        grid_channels=channels, depth_block=depth_block,
+        workspace=Workspace(phased=chunk * plan.large_channels * pitch + _kernels.PHASE_TAIL,
+                            packed=chunk * prod(g.small) * st_pitch,
+                            product=plan.groups * depth * cs_pad))

@@ -582,4 +582,129 @@ STC_CLONES static void stc_grid_dot4_##SUFFIX(                                  
 STC_DEFINE_ROWOPS(float, f)
 STC_DEFINE_ROWOPS(double, d)
 
+/* The weight gradient's GEMM over the phase copy (column source IMPLICIT), reducing  */
+/* over the small side's positions: for d < d_count and the c_count small-side         */
+/* channels of st's rows, product[d * product_pitch + c] (+)= the sum over rows        */
+/* r0 <= r < r1 of the small side (r = (sample, z, y), ox positions x each) of          */
+/* st[(r ox + x) st_pitch + c] * copy[n copy_sample + offset[d] + (z py + y) px + x],   */
+/* n, z, y the sample and row of r.  st is the small side channels-last (a position's  */
+/* channels contiguous, zero-padded to whole tiles), so a tile of MR channels by NR     */
+/* (channel, tap) rows is the own GEMM's micro-kernel -- two vector loads and NR        */
+/* broadcasts from the NR runs of the copy, 2 NR FMAs per position -- with no packing   */
+/* and no lane sums; only real positions are visited (no grid tails).                   */
+#define STC_WGRAD_NR 12                      /* (channel, tap) rows of a tile */
+#define STC_WGRAD_MR_BYTES 128               /* small-side channels of a tile: two vectors */
+#define STC_DEFINE_WGRAD(T, SUFFIX)                                                        \
+STC_CLONES static void stc_wgrad_implicit_##SUFFIX(                                        \
+    T *restrict product, ptrdiff_t product_pitch, const T *restrict copy,                 \
+    ptrdiff_t copy_sample, const ptrdiff_t *offset, ptrdiff_t d_count,                    \
+    const T *restrict st, ptrdiff_t st_pitch, ptrdiff_t c_count, ptrdiff_t r0,            \
+    ptrdiff_t r1, ptrdiff_t oz, ptrdiff_t oy, ptrdiff_t ox, ptrdiff_t py, ptrdiff_t px,   \
+    int accumulate)                                                                        \
+{                                                                                          \
+    typedef stc_##SUFFIX##line V;                                                         \
+    enum { L = sizeof(V) / sizeof(T), NR = STC_WGRAD_NR,                                   \
+           MR = STC_WGRAD_MR_BYTES / sizeof(T) };                                          \
+    const V zero = {0};                                                                    \
+    for (ptrdiff_t d0 = 0; d0 < d_count; d0 += NR) {                                       \
+        ptrdiff_t rows = d_count - d0 < NR ? d_count - d0 : NR;                            \
+        ptrdiff_t off[NR];                                                                 \
+        for (int j = 0; j < NR; j++)  /* a short tile repeats its last row */              \
+            off[j] = offset[d0 + (j < rows ? j : rows - 1)];                               \
+        for (ptrdiff_t c0 = 0; c0 < c_count; c0 += MR) {                                   \
+            V lo[NR], hi[NR];                                                              \
+            _Pragma("GCC unroll 12")                                                       \
+            for (int j = 0; j < NR; j++) { lo[j] = zero; hi[j] = zero; }                   \
+            /* (sample, z, y) of row r0, advanced row by row (no divisions per row) */     \
+            ptrdiff_t n = r0 / (oz * oy), z = r0 / oy % oz, y = r0 % oy;                  \
+            const T *sp = st + r0 * ox * st_pitch + c0;                                    \
+            for (ptrdiff_t r = r0; r < r1; r++) {                                          \
+                const T *base = copy + n * copy_sample + (z * py + y) * px;                \
+                const T *a[NR];                                                            \
+                _Pragma("GCC unroll 12")                                                   \
+                for (int j = 0; j < NR; j++) a[j] = base + off[j];                         \
+                if (++y == oy) { y = 0; if (++z == oz) { z = 0; n++; } }                   \
+                for (ptrdiff_t x = 0; x < ox; x++, sp += st_pitch) {                       \
+                    V s0 = *(const V *)sp, s1 = *(const V *)(sp + L);                      \
+                    _Pragma("GCC unroll 12")                                               \
+                    for (int j = 0; j < NR; j++) {                                         \
+                        T b = a[j][x];                                                     \
+                        lo[j] += s0 * b;                                                   \
+                        hi[j] += s1 * b;                                                   \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+            for (ptrdiff_t j = 0; j < rows; j++) {                                         \
+                V *p0 = (V *)(product + (d0 + j) * product_pitch + c0);                    \
+                V *p1 = (V *)(product + (d0 + j) * product_pitch + c0 + L);                \
+                if (accumulate) { *p0 += lo[j]; *p1 += hi[j]; }                            \
+                else { *p0 = lo[j]; *p1 = hi[j]; }                                         \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+}
+
+STC_DEFINE_WGRAD(float, f)
+STC_DEFINE_WGRAD(double, d)
+
+/* dst[q * dst_pitch + c] = src[c * src_pitch + q] for c < channels, q < positions: a  */
+/* small side made channels-last for stc_wgrad_implicit, in blocks of L channels by L  */
+/* positions transposed in registers (log2 L stages of two-input shuffles, stage h     */
+/* swapping bit h of the row index with bit h of the lane index), so both the loads    */
+/* and the stores are whole vectors; element by element the strided stores cost as    */
+/* much as the weight gradient's multiply-adds on a layer with few (channel, tap) rows. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define STC_DEFINE_CHANNELS_LAST(T, SUFFIX, IDX)                                           \
+STC_CLONES static void stc_channels_last_##SUFFIX(                                         \
+    T *restrict dst, ptrdiff_t dst_pitch, const T *restrict src, ptrdiff_t src_pitch,     \
+    ptrdiff_t channels, ptrdiff_t positions)                                               \
+{                                                                                          \
+    typedef stc_##SUFFIX##line V;                                                         \
+    enum { L = sizeof(V) / sizeof(T) };                                                    \
+    ptrdiff_t c = 0;                                                                       \
+    for (; c + L <= channels; c += L) {                                                    \
+        ptrdiff_t q = 0;                                                                   \
+        for (; q + L <= positions; q += L) {                                               \
+            V v[L];                                                                        \
+            _Pragma("GCC unroll 16")                                                       \
+            for (int i = 0; i < L; i++) v[i] = *(const V *)(src + (c + i) * src_pitch + q); \
+            _Pragma("GCC unroll 4")                                                        \
+            for (int h = L / 2; h >= 1; h /= 2) {                                          \
+                IDX lo, hi;                                                                \
+                _Pragma("GCC unroll 16")                                                   \
+                for (int l = 0; l < L; l++) {                                              \
+                    lo[l] = (l & h) ? L + l - h : l;                                       \
+                    hi[l] = (l & h) ? L + l : l + h;                                       \
+                }                                                                          \
+                _Pragma("GCC unroll 16")                                                   \
+                for (int r = 0; r < L; r++)                                                \
+                    if (!(r & h)) {                                                        \
+                        V x = v[r], y = v[r + h];                                          \
+                        v[r] = __builtin_shuffle(x, y, lo);                                \
+                        v[r + h] = __builtin_shuffle(x, y, hi);                            \
+                    }                                                                      \
+            }                                                                              \
+            _Pragma("GCC unroll 16")                                                       \
+            for (int j = 0; j < L; j++) *(V *)(dst + (q + j) * dst_pitch + c) = v[j];      \
+        }                                                                                  \
+        for (; q < positions; q++)                                                         \
+            for (int i = 0; i < L; i++) dst[q * dst_pitch + c + i] = src[(c + i) * src_pitch + q]; \
+    }                                                                                      \
+    for (; c < channels; c++)                                                              \
+        for (ptrdiff_t q = 0; q < positions; q++) dst[q * dst_pitch + c] = src[c * src_pitch + q]; \
+}
+#else
+#define STC_DEFINE_CHANNELS_LAST(T, SUFFIX, IDX)                                           \
+static void stc_channels_last_##SUFFIX(                                                    \
+    T *restrict dst, ptrdiff_t dst_pitch, const T *restrict src, ptrdiff_t src_pitch,     \
+    ptrdiff_t channels, ptrdiff_t positions)                                               \
+{                                                                                          \
+    for (ptrdiff_t c = 0; c < channels; c++)                                               \
+        for (ptrdiff_t q = 0; q < positions; q++) dst[q * dst_pitch + c] = src[c * src_pitch + q]; \
+}
+#endif
+
+STC_DEFINE_CHANNELS_LAST(float, f, stc_fi16)
+STC_DEFINE_CHANNELS_LAST(double, d, stc_di8)
+
 #endif

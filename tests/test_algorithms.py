@@ -19,6 +19,15 @@ from sparsetconv import _compiled, _cost, _kernels, _layout, _plan
 from sparsetconv._plan import make_plan
 
 
+@pytest.fixture
+def im2col(monkeypatch):
+    """GEMM weight gradients by im2col, not over the phase copy (tests/test_implicit.py)."""
+    monkeypatch.setattr(_layout, "implicit_weight_gradient", lambda plan: False)
+    _layout._build_layout.cache_clear()
+    yield
+    monkeypatch.undo()
+    _layout._build_layout.cache_clear()
+
 
 @settings(max_examples=120, deadline=None)
 @given(cfg=st.one_of(conv_configs(transposed=True), conv_configs(transposed=False)),
@@ -50,7 +59,7 @@ def test_every_weight_gradient_algorithm_matches_reference(cfg, dtype, layout):
     ((2, 4, 16, 34), (4, 2, 3, 2), dict(stride=(1, 2), padding=(1, 0), groups=2)),
     ((1, 2, 6, 8, 7), (2, 3, 2, 3, 3), dict(dilation=(1, 2, 1), padding=1)),
 ])
-def test_weight_gradient_gemm_per_sample(x_shape, w_shape, kw, transposed):
+def test_weight_gradient_gemm_per_sample(im2col, x_shape, w_shape, kw, transposed):
     # planes of >= 256 positions: one GEMM per sample, reading the small side in place
     rng = np.random.default_rng(sum(x_shape))
     if not transposed:
@@ -79,7 +88,7 @@ def test_weight_gradient_gemm_per_sample(x_shape, w_shape, kw, transposed):
     ((2, 2, 6, 11, 21), (2, 2, 2, 3, 3), dict(stride=(1, 1, 2), padding=1)),
     ((1, 4, 9, 304), (4, 1, 1, 3), dict(stride=1, padding=(0, 2), groups=4, dilation=2)),
 ])
-def test_gemm_blocks_of_rows_match_the_reference(x_shape, w_shape, kw, monkeypatch):
+def test_gemm_blocks_of_rows_match_the_reference(im2col, x_shape, w_shape, kw, monkeypatch):
     """A one-sample GEMM chunk runs im2col + GEMM a block of small-side rows at a time:
     the convolution (which is also the transposed convolution's input gradient) and
     its weight gradient against the plain-loop reference, 1 and 2 threads -- two
@@ -144,8 +153,8 @@ def test_whole_input_convolution_either_gemm_side(batch, groups):
     (3, (16, 17), 2),    # >= 256 positions: one GEMM per sample
     (1, (24, 26), 1),    # >= 512 positions: a block of rows at a time
 ])
-def test_weight_gradient_gemm_either_side(batch, plane, groups, channels, by_channels,
-                                          monkeypatch):
+def test_weight_gradient_gemm_either_side(im2col, batch, plane, groups, channels,
+                                          by_channels, monkeypatch):
     """The GEMM weight gradient runs with the output channels (into a transposed
     product) or (channels x taps) as the GEMM's m side: both, forced, on each of its
     three paths, with more and fewer output channels than 2 x 9 taps, against the
@@ -180,7 +189,7 @@ def test_weight_gradient_gemm_either_side(batch, plane, groups, channels, by_cha
     # 288 x 32 pads to 288 x 36, 32 x 288 not at all, but over only 4 positions
     ("own", (1, 32, 2, 2), (32, 32, 3, 3), False),
 ])
-def test_weight_gradient_orientation(kernel, x_shape, w_shape, expected):
+def test_weight_gradient_orientation(im2col, kernel, x_shape, w_shape, expected):
     """Which side of the weight-gradient GEMM is m, per GEMM kernel (transposed layers,
     float32: the small side is the input, its channels w_shape[0])."""
     if kernel == "own" and not _kernels.own_gemm_available():
@@ -445,6 +454,19 @@ def test_workspaces_are_bounded_by_the_call(cfg):
                 assert ws.phased == ws.packed == ws.columns == ws.product == 0
                 continue
             assert ws.scratch <= math.prod(plan.geometry.large)
+            if layout.column_source == _layout.IMPLICIT and direction == _layout.WEIGHT_GRADIENT:
+                # per chunk of samples: their phase copies (as the convolution's), their
+                # small side channels-last (a group's channels padded to whole tiles, at
+                # most 4x, plus a cache line), a product of the weight's size as padded
+                small_side = np.empty(cfg.output_shape) if not cfg.transposed else x
+                chunk, sample = layout.chunk, large_side[0].size
+                assert 1 <= chunk <= cfg.batch
+                assert ws.phased <= chunk * (2 * sample + large_side.shape[1] * phases * 31) \
+                    + _kernels.PHASE_TAIL
+                assert ws.packed <= chunk * math.prod(plan.geometry.small) * (
+                    4 * small_side.shape[1] + 8)
+                assert ws.product <= 4 * w.size and ws.scratch == ws.columns == 0
+                continue
             if layout.column_source == _layout.IMPLICIT:
                 # one sample's phase copy (at most twice its input, each phase plane
                 # skewed by under two cache lines, plus a tile), the weight as panels of
