@@ -621,11 +621,12 @@ WEIGHT_GRADIENT_BLOCK_POSITIONS = 1024
 WEIGHT_GRADIENT_BLOCK_BYTES = 512 * 1024
 # Pieces of work wanted per block, so that threads share even a narrow gradient.
 WEIGHT_GRADIENT_MIN_ITEMS = 8
-# What each choice adds to the multiply-adds, in their units: the implicit kernel sets
-# up its twelve runs once per small-side row (about as long as this many positions of
-# a tile); im2col writes and packs each column element (the GEMM then spends a group's
-# small channels of multiply-adds on it) at about this many multiply-adds' cost.
-WEIGHT_GRADIENT_ROW_SETUP_POSITIONS = 4
+# What each choice adds to the multiply-adds, in their units: the implicit kernel
+# costs about this many positions of a tile per small-side row (its runs set up per
+# row, or on short rows an offset table read per position, and the rows' ends);
+# im2col writes and packs each column element (the GEMM then spends a group's small
+# channels of multiply-adds on it) at about this many multiply-adds' cost.
+WEIGHT_GRADIENT_ROW_SETUP_POSITIONS = 2
 WEIGHT_GRADIENT_IM2COL_ELEMENT_MACS = 32
 # A group's small channels padded to whole tiles: at most this many times as many.
 WEIGHT_GRADIENT_MAX_PADDING = 4
@@ -642,8 +643,9 @@ def implicit_weight_gradient(plan):
 
     Timed (one thread, 18 random layers and the suite's GEMM layers): the implicit
     kernel ran 0.33-0.97x im2col's time where this chooses it (dilated 0.35x, a 3-D
-    decoder layer 0.58x), and im2col 0.6-0.9x the implicit's on the layers with
-    rows of 3-8 positions and 320-512 channels where it does not."""
+    decoder layer 0.5x, dcgan3 0.9x), and im2col 0.83-0.97x the implicit's on the
+    layers with rows of 3-8 positions and 320-512 channels where it does not (one
+    miss: 8 x 15 rows of 320 channels, the implicit 0.91x)."""
     g = plan.geometry.lifted(3)
     if implicit_extents(plan)[1] > 2 * prod(g.large):
         return False

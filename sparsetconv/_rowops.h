@@ -594,6 +594,8 @@ STC_DEFINE_ROWOPS(double, d)
 /* and no lane sums; only real positions are visited (no grid tails).                   */
 #define STC_WGRAD_NR 12                      /* (channel, tap) rows of a tile */
 #define STC_WGRAD_MR_BYTES 128               /* small-side channels of a tile: two vectors */
+#define STC_WGRAD_SHORT_ROW 64               /* rows shorter than this go by the table */
+#define STC_WGRAD_TABLE 1024                 /* positions the table holds */
 #define STC_DEFINE_WGRAD(T, SUFFIX)                                                        \
 STC_CLONES static void stc_wgrad_implicit_##SUFFIX(                                        \
     T *restrict product, ptrdiff_t product_pitch, const T *restrict copy,                 \
@@ -606,6 +608,17 @@ STC_CLONES static void stc_wgrad_implicit_##SUFFIX(                             
     enum { L = sizeof(V) / sizeof(T), NR = STC_WGRAD_NR,                                   \
            MR = STC_WGRAD_MR_BYTES / sizeof(T) };                                          \
     const V zero = {0};                                                                    \
+    /* rows shorter than STC_WGRAD_SHORT_ROW: each position's offset in the copy from a   */ \
+    /* table built once per call (count positions), not twelve runs set up per row       */ \
+    ptrdiff_t at[STC_WGRAD_TABLE], count = 0;                                              \
+    if (ox < STC_WGRAD_SHORT_ROW && (r1 - r0) * ox <= STC_WGRAD_TABLE) {                   \
+        ptrdiff_t n = r0 / (oz * oy), z = r0 / oy % oz, y = r0 % oy;                      \
+        for (ptrdiff_t r = r0; r < r1; r++) {                                              \
+            ptrdiff_t base = n * copy_sample + (z * py + y) * px;                          \
+            for (ptrdiff_t x = 0; x < ox; x++) at[count++] = base + x;                     \
+            if (++y == oy) { y = 0; if (++z == oz) { z = 0; n++; } }                       \
+        }                                                                                  \
+    }                                                                                      \
     for (ptrdiff_t d0 = 0; d0 < d_count; d0 += NR) {                                       \
         ptrdiff_t rows = d_count - d0 < NR ? d_count - d0 : NR;                            \
         ptrdiff_t off[NR];                                                                 \
@@ -615,9 +628,30 @@ STC_CLONES static void stc_wgrad_implicit_##SUFFIX(                             
             V lo[NR], hi[NR];                                                              \
             _Pragma("GCC unroll 12")                                                       \
             for (int j = 0; j < NR; j++) { lo[j] = zero; hi[j] = zero; }                   \
+            /* the tile's product lines, fetched while it multiplies: a product larger    */ \
+            /* than the cache would otherwise stall every short block's tile at its end  */ \
+            for (ptrdiff_t j = 0; j < rows; j++) {                                         \
+                __builtin_prefetch(product + (d0 + j) * product_pitch + c0, 1);            \
+                __builtin_prefetch(product + (d0 + j) * product_pitch + c0 + L, 1);        \
+            }                                                                              \
+            const T *sp = st + r0 * ox * st_pitch + c0;                                    \
+            if (count) {  /* short rows: the positions' offsets from the table */          \
+                const T *a[NR];                                                            \
+                _Pragma("GCC unroll 12")                                                   \
+                for (int j = 0; j < NR; j++) a[j] = copy + off[j];                         \
+                for (ptrdiff_t q = 0; q < count; q++, sp += st_pitch) {                    \
+                    ptrdiff_t i = at[q];                                                   \
+                    V s0 = *(const V *)sp, s1 = *(const V *)(sp + L);                      \
+                    _Pragma("GCC unroll 12")                                               \
+                    for (int j = 0; j < NR; j++) {                                         \
+                        T b = a[j][i];                                                     \
+                        lo[j] += s0 * b;                                                   \
+                        hi[j] += s1 * b;                                                   \
+                    }                                                                      \
+                }                                                                          \
+            } else {  /* long rows: the runs set up once per row */                        \
             /* (sample, z, y) of row r0, advanced row by row (no divisions per row) */     \
             ptrdiff_t n = r0 / (oz * oy), z = r0 / oy % oz, y = r0 % oy;                  \
-            const T *sp = st + r0 * ox * st_pitch + c0;                                    \
             for (ptrdiff_t r = r0; r < r1; r++) {                                          \
                 const T *base = copy + n * copy_sample + (z * py + y) * px;                \
                 const T *a[NR];                                                            \
@@ -633,6 +667,7 @@ STC_CLONES static void stc_wgrad_implicit_##SUFFIX(                             
                         hi[j] += s1 * b;                                                   \
                     }                                                                      \
                 }                                                                          \
+            }                                                                              \
             }                                                                              \
             for (ptrdiff_t j = 0; j < rows; j++) {                                         \
                 V *p0 = (V *)(product + (d0 + j) * product_pitch + c0);                    \
