@@ -46,6 +46,19 @@ CONVOLUTION_BLAS_GEMM = dict(column_element=0.367 * NS, column_row=4.4 * NS,
                              large_element=0.438 * NS, mac=0.0166 * NS,
                              small_element=0 * NS, weight_read=0.158 * NS)
 
+# Each GEMM call's fixed cost, in every table above: the own GEMM allocates its pack
+# buffers per call, BLAS sets up its own.  Not fitted (the fitted layers are too large
+# to see it); on the seed-sized layers, where it decides, the GEMM path took 0.8-1.4 us
+# more than the direct one (a 4x4 -> 2x2 convolution 2.95 us against 1.51, a 2x2 ->
+# 4x4 transposed 2.26 against 1.43, one GEMM call each) while the other units put
+# the two within 0.01 us.  Set below that, at 0.3 us: on mid-size layers with many
+# calls the fitted units already carry part of it (at 1 us a 128-channel 64x64 layer's
+# 32 calls flipped its estimate to the direct kernels, measured 1.4x slower there).
+GEMM_CALL = 300 * NS
+for _table in (TRANSPOSED_GEMM, CONVOLUTION_GEMM, TRANSPOSED_BLAS_GEMM, CONVOLUTION_BLAS_GEMM):
+    _table["call"] = GEMM_CALL
+del _table
+
 # --- DIRECT (the row kernels) ---
 # transposed: each input row scattered once per tap and output channel (stc_block_axpy)
 SCATTER = dict(large_element=0.314 * NS, run=0.959 * NS, small_element=0.315 * NS,
@@ -115,7 +128,7 @@ def implicit_counts(plan):
     return dict(mac=n_groups * positions * channels * c.c_large * c.taps,
                 column_row=0, column_element=0, small_element=c.small_elements,
                 large_element=c.batch * plan.large_channels * copied,
-                weight_read=n_groups * c.c_small * c.c_large * c.taps)
+                weight_read=n_groups * c.c_small * c.c_large * c.taps, call=0)
 
 
 def gemm_counts(plan):
@@ -136,7 +149,8 @@ def gemm_counts(plan):
         calls *= _ceil_div(g.small[0] * g.small[1], block_rows_per_gemm(plan, direction))
     return dict(mac=c.macs, column_row=copied / c.row, column_element=copied,
                 small_element=c.small_elements, large_element=c.large_elements,
-                weight_read=c.groups * c.c_small * c.c_large * c.taps * calls)
+                weight_read=c.groups * c.c_small * c.c_large * c.taps * calls,
+                call=c.groups * calls)
 
 
 def direct_counts(plan):

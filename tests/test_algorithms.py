@@ -228,6 +228,20 @@ def test_auto_picks_the_measured_faster_algorithm(transposed, small, large, grou
     assert _compiled.choose_algorithm(plan) == _layout.ALGORITHMS[expected]
 
 
+@pytest.mark.parametrize("transposed, x_shape, w_shape, padding", [
+    (False, (1, 1, 4, 4), (1, 1, 2, 2), 0),   # the tiny seed's adjoint
+    (False, (1, 1, 8, 8), (1, 1, 4, 4), 1),   # the small seed's
+    (True, (1, 1, 2, 2), (1, 1, 2, 2), 0),
+])
+def test_auto_runs_seed_sized_layers_direct(transposed, x_shape, w_shape, padding):
+    # one GEMM call costs its fixed set-up (_cost.GEMM_CALL, 0.8-1.4 us measured) where
+    # the direct kernels take 1.5 us in all: the estimates must see it
+    plan = make_plan(transposed, None, x_shape, np.dtype(np.float32), w_shape,
+                     np.dtype(np.float32), None, None, 2, padding, 0, 1, 1, None)
+    assert _cost.gemm_counts(plan)["call"] == 1
+    assert _compiled.choose_algorithm(plan) == _layout.DIRECT
+
+
 def test_auto_sends_wide_dense_layers_to_gemm():
     # 256-512 channels each way, any rank, kernel, stride and direction, a few samples:
     # BLAS runs these 5-20x faster than the row kernels (dcgan2 transposed: 12.5 ms
