@@ -596,6 +596,19 @@ STC_DEFINE_ROWOPS(double, d)
 #define STC_WGRAD_MR_BYTES 128               /* small-side channels of a tile: two vectors */
 #define STC_WGRAD_SHORT_ROW 64               /* rows shorter than this go by the table */
 #define STC_WGRAD_TABLE 1024                 /* positions the table holds */
+/* One position of a tile: the small side's two vectors at sp times each run's element */
+/* at INDEX (the tile's locals lo, hi, a, sp, L, NR, V; its element type T)   */
+#define STC_WGRAD_POSITION(T, INDEX)                                                       \
+    do {                                                                                   \
+        ptrdiff_t at_ = (INDEX);                                                           \
+        V s0 = *(const V *)sp, s1 = *(const V *)(sp + L);                                  \
+        _Pragma("GCC unroll 12")                                                           \
+        for (int j = 0; j < NR; j++) {                                                     \
+            T b = a[j][at_];                                                               \
+            lo[j] += s0 * b;                                                               \
+            hi[j] += s1 * b;                                                               \
+        }                                                                                  \
+    } while (0)
 #define STC_DEFINE_WGRAD(T, SUFFIX)                                                        \
 STC_CLONES static void stc_wgrad_implicit_##SUFFIX(                                        \
     T *restrict product, ptrdiff_t product_pitch, const T *restrict copy,                 \
@@ -639,16 +652,8 @@ STC_CLONES static void stc_wgrad_implicit_##SUFFIX(                             
                 const T *a[NR];                                                            \
                 _Pragma("GCC unroll 12")                                                   \
                 for (int j = 0; j < NR; j++) a[j] = copy + off[j];                         \
-                for (ptrdiff_t q = 0; q < count; q++, sp += st_pitch) {                    \
-                    ptrdiff_t i = at[q];                                                   \
-                    V s0 = *(const V *)sp, s1 = *(const V *)(sp + L);                      \
-                    _Pragma("GCC unroll 12")                                               \
-                    for (int j = 0; j < NR; j++) {                                         \
-                        T b = a[j][i];                                                     \
-                        lo[j] += s0 * b;                                                   \
-                        hi[j] += s1 * b;                                                   \
-                    }                                                                      \
-                }                                                                          \
+                for (ptrdiff_t q = 0; q < count; q++, sp += st_pitch)                      \
+                    STC_WGRAD_POSITION(T, at[q]);                                          \
             } else {  /* long rows: the runs set up once per row */                        \
             /* (sample, z, y) of row r0, advanced row by row (no divisions per row) */     \
             ptrdiff_t n = r0 / (oz * oy), z = r0 / oy % oz, y = r0 % oy;                  \
@@ -658,15 +663,8 @@ STC_CLONES static void stc_wgrad_implicit_##SUFFIX(                             
                 _Pragma("GCC unroll 12")                                                   \
                 for (int j = 0; j < NR; j++) a[j] = base + off[j];                         \
                 if (++y == oy) { y = 0; if (++z == oz) { z = 0; n++; } }                   \
-                for (ptrdiff_t x = 0; x < ox; x++, sp += st_pitch) {                       \
-                    V s0 = *(const V *)sp, s1 = *(const V *)(sp + L);                      \
-                    _Pragma("GCC unroll 12")                                               \
-                    for (int j = 0; j < NR; j++) {                                         \
-                        T b = a[j][x];                                                     \
-                        lo[j] += s0 * b;                                                   \
-                        hi[j] += s1 * b;                                                   \
-                    }                                                                      \
-                }                                                                          \
+                for (ptrdiff_t x = 0; x < ox; x++, sp += st_pitch)                         \
+                    STC_WGRAD_POSITION(T, x);                                              \
             }                                                                              \
             }                                                                              \
             for (ptrdiff_t j = 0; j < rows; j++) {                                         \
