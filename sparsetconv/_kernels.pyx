@@ -1030,9 +1030,32 @@ cdef inline void _weight_grad_product(const floating *s_block, int lds, const fl
                       beta, product, <int> cs_g, cs_g * depth, p.groups, n_threads)
 
 
-# channels per block of the product's transpose (16 float32: one cache line)
+# (channel, tap) rows per piece of the product's transpose
 cdef enum:
-    TRANSPOSE_BLOCK = 16
+    TRANSPOSE_ROWS = 256
+
+
+cdef void _product_into_weight(floating *grad_w, const floating *product, Py_ssize_t pitch,
+                               const Problem *p, int n_threads) noexcept nogil:
+    """grad_w[g cs_g + cs, d] = product[(g depth + d) pitch + cs]: a weight gradient
+    accumulated transposed (a group's (channel, tap) rows, each its small channels
+    ``pitch`` apart), put in the weight's layout by the in-register transposes of
+    :c:func:`stc_channels_last`, TRANSPOSE_ROWS rows per piece of work."""
+    cdef Py_ssize_t cs_g = p.c_small // p.groups
+    cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p)
+    cdef Py_ssize_t blocks = (depth + TRANSPOSE_ROWS - 1) // TRANSPOSE_ROWS
+    cdef Py_ssize_t item, g, d0
+    for item in prange(p.groups * blocks, schedule="static", num_threads=n_threads):
+        g = item // blocks
+        d0 = (item % blocks) * TRANSPOSE_ROWS
+        if floating is float:
+            stc_channels_last_f(grad_w + g * cs_g * depth + d0, depth,
+                                product + (g * depth + d0) * pitch, pitch,
+                                min(TRANSPOSE_ROWS, depth - d0), cs_g)
+        else:
+            stc_channels_last_d(grad_w + g * cs_g * depth + d0, depth,
+                                product + (g * depth + d0) * pitch, pitch,
+                                min(TRANSPOSE_ROWS, depth - d0), cs_g)
 
 
 cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const floating *large,
@@ -1048,7 +1071,7 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
     cdef Py_ssize_t cs_g = c_small // p.groups
     cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p)
     cdef Py_ssize_t rows = p.axis[0].small * p.axis[1].small, sx = p.axis[2].small
-    cdef Py_ssize_t item, first, count, width, c, n, row0, block, g, cs, d, c0, c1, blocks
+    cdef Py_ssize_t item, first, count, width, c, n, row0, block
     cdef floating *cols = <floating *> buf.columns
     cdef floating *packed = <floating *> buf.packed
     cdef floating *product = <floating *> buf.product
@@ -1089,17 +1112,7 @@ cdef void _weight_grad_gemm(floating *grad_w, const floating *small, const float
         _weight_grad_product(packed, <int> width, cols, <int> width, <int> width, beta,
                              grad_w, product, p, n_threads)
     if product != NULL:
-        # grad_w[g*cs_g + cs, d] = product_g[cs + d*cs_g], TRANSPOSE_BLOCK channels of
-        # a group at a time: each d reads a whole cache line of the product, not one
-        # element of it
-        blocks = (cs_g + TRANSPOSE_BLOCK - 1) // TRANSPOSE_BLOCK
-        for item in prange(p.groups * blocks, schedule="static", num_threads=n_threads):
-            g = item // blocks
-            c0 = (item % blocks) * TRANSPOSE_BLOCK
-            c1 = min(c0 + TRANSPOSE_BLOCK, cs_g)
-            for d in range(depth):
-                for cs in range(c0, c1):
-                    grad_w[(g * cs_g + cs) * depth + d] = product[(g * depth + d) * cs_g + cs]
+        _product_into_weight(grad_w, product, cs_g, p, n_threads)
 
 
 # ---------------------------------------------------------------------------
@@ -1711,7 +1724,7 @@ cdef void _weight_grad_implicit(floating *grad_w, const floating *small,
     cdef Py_ssize_t row_blocks = (depth + p.depth_block - 1) // p.depth_block
     cdef Py_ssize_t channel_blocks = (cs_pad + p.grid_channels - 1) // p.grid_channels
     cdef Py_ssize_t items = p.groups * row_blocks * channel_blocks
-    cdef Py_ssize_t first, count, r0, r1, rows, item, g, d0, c0, c, d, blocks, cs
+    cdef Py_ssize_t first, count, r0, r1, rows, item, g, d0, c0
     cdef int accumulate
     cdef floating *phased = <floating *> buf.phased
     cdef floating *st = <floating *> buf.packed
@@ -1751,14 +1764,7 @@ cdef void _weight_grad_implicit(floating *grad_w, const floating *small,
                                          ox, py, px, accumulate)
             r0 = r1
         first = first + count
-    # grad_w[g cs_g + cs, d] = product_g[d, cs], TRANSPOSE_BLOCK channels at a time
-    blocks = (cs_g + TRANSPOSE_BLOCK - 1) // TRANSPOSE_BLOCK
-    for item in prange(p.groups * blocks, schedule="static", num_threads=n_threads):
-        g = item // blocks
-        c0 = (item % blocks) * TRANSPOSE_BLOCK
-        for d in range(depth):
-            for cs in range(c0, min(c0 + TRANSPOSE_BLOCK, cs_g)):
-                grad_w[(g * cs_g + cs) * depth + d] = product[(g * depth + d) * cs_pad + cs]
+    _product_into_weight(grad_w, product, cs_pad, p, n_threads)
 
 
 cdef void _weight_gradient(const Problem *p, const Buffers *buf, floating *grad_w,

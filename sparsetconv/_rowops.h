@@ -693,7 +693,14 @@ STC_CLONES static void stc_channels_last_##SUFFIX(                              
     ptrdiff_t channels, ptrdiff_t positions)                                               \
 {                                                                                          \
     typedef stc_##SUFFIX##line V;                                                         \
-    enum { L = sizeof(V) / sizeof(T) };                                                    \
+    enum { L = sizeof(V) / sizeof(T), STAGES = L == 16 ? 4 : 3 };                          \
+    /* the stages' lane indices, made once (not per block) */                               \
+    IDX lo[STAGES], hi[STAGES];                                                            \
+    for (int k = 0, h = L / 2; h >= 1; h /= 2, k++)                                        \
+        for (int l = 0; l < L; l++) {                                                      \
+            lo[k][l] = (l & h) ? L + l - h : l;                                            \
+            hi[k][l] = (l & h) ? L + l : l + h;                                            \
+        }                                                                                  \
     ptrdiff_t c = 0;                                                                       \
     for (; c + L <= channels; c += L) {                                                    \
         ptrdiff_t q = 0;                                                                   \
@@ -702,19 +709,14 @@ STC_CLONES static void stc_channels_last_##SUFFIX(                              
             _Pragma("GCC unroll 16")                                                       \
             for (int i = 0; i < L; i++) v[i] = *(const V *)(src + (c + i) * src_pitch + q); \
             _Pragma("GCC unroll 4")                                                        \
-            for (int h = L / 2; h >= 1; h /= 2) {                                          \
-                IDX lo, hi;                                                                \
-                _Pragma("GCC unroll 16")                                                   \
-                for (int l = 0; l < L; l++) {                                              \
-                    lo[l] = (l & h) ? L + l - h : l;                                       \
-                    hi[l] = (l & h) ? L + l : l + h;                                       \
-                }                                                                          \
+            for (int k = 0; k < STAGES; k++) {                                             \
+                const int h = L >> (k + 1);                                                \
                 _Pragma("GCC unroll 16")                                                   \
                 for (int r = 0; r < L; r++)                                                \
                     if (!(r & h)) {                                                        \
                         V x = v[r], y = v[r + h];                                          \
-                        v[r] = __builtin_shuffle(x, y, lo);                                \
-                        v[r + h] = __builtin_shuffle(x, y, hi);                            \
+                        v[r] = __builtin_shuffle(x, y, lo[k]);                             \
+                        v[r + h] = __builtin_shuffle(x, y, hi[k]);                         \
                     }                                                                      \
             }                                                                              \
             _Pragma("GCC unroll 16")                                                       \
