@@ -1492,11 +1492,12 @@ cdef inline Py_ssize_t _phase_copy_size(const Problem *p) noexcept nogil:
     return p.axis[0].stride * p.axis[1].stride * p.axis[2].stride * p.phase_pitch
 
 
-cdef void _implicit_phases(floating *phased, const floating *large, const Problem *p,
-                           int n_threads) noexcept nogil:
-    """The phase copy (:func:`_phase_copy`) of one sample's channels."""
+cdef void _implicit_phases(floating *phased, const floating *large, Py_ssize_t count,
+                           const Problem *p, int n_threads) noexcept nogil:
+    """The phase copy (:func:`_phase_copy`) of ``count`` consecutive samples' channels,
+    side by side."""
     cdef Py_ssize_t channel, pitch = _phase_copy_size(p), plane_in = _large_size(p)
-    for channel in prange(p.c_large, schedule="static", num_threads=n_threads):
+    for channel in prange(count * p.c_large, schedule="static", num_threads=n_threads):
         _phase_copy(phased + channel * pitch, large + channel * plane_in, p)
 
 
@@ -1537,7 +1538,7 @@ cdef void _conv_implicit(floating *out, const floating *large, const floating *w
     # a sample at a time: its copy is still in cache when the tiles read it; threads
     # take (group, block of grid positions, block of output channels)
     for n in range(p.batch):
-        _implicit_phases(phased, large + n * p.c_large * _large_plane(p), p, n_threads)
+        _implicit_phases(phased, large + n * p.c_large * _large_plane(p), 1, p, n_threads)
         for item in prange(p.groups * blocks * channel_blocks, schedule="dynamic",
                            num_threads=n_threads):
             c0 = (item % channel_blocks) * channels
@@ -1736,8 +1737,7 @@ cdef void _weight_grad_implicit(floating *grad_w, const floating *small,
     while first < p.batch:
         count = min(p.chunk, p.batch - first)
         memset(phased + count * copy_sample, 0, STC_PHASE_TAIL * sizeof(floating))
-        for item in prange(count * p.c_large, schedule="static", num_threads=n_threads):
-            _phase_copy(phased + item * pitch, large + (first * p.c_large + item) * plane_in, p)
+        _implicit_phases(phased, large + first * p.c_large * plane_in, count, p, n_threads)
         _channels_last(st, small + first * p.c_small * size, count, p, n_threads)
         rows = count * oz * oy
         r0 = 0

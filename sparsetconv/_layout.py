@@ -508,6 +508,19 @@ def implicit_convolution(plan):
             and copy <= 2 * prod(g.large))
 
 
+def _odd_lines_pitch(elements, itemsize, min_bytes):
+    """The pitch of rows of ``elements``: from ``min_bytes`` on, whole cache lines and an
+    odd number of them, so that the rows' starts do not all fall in a few L1 sets."""
+    if elements * itemsize < min_bytes:
+        return elements
+    lines = -(-elements * itemsize // 64)
+    return (lines + 1 - lines % 2) * 64 // itemsize
+
+
+def _round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
 def _phase_tables(plan, axes):
     """The tables of a convolution whose columns are runs of a phase copy (column
     source IMPLICIT): the large input is copied per (sample, channel) into one
@@ -528,9 +541,7 @@ def _phase_tables(plan, axes):
     # planes an odd number of cache lines apart: at a multiple of 4 KiB the runs one
     # tile reads (one per channel and tap) would all fall in one L1 set (unet_up2's
     # 64 x 64 phase planes ran 1.35x slower)
-    lines = -(-plane * plan.dtype.itemsize // 64)
-    plane_pitch = ((lines + 1 - lines % 2) * 64 // plan.dtype.itemsize
-                   if plane * plan.dtype.itemsize >= 4096 else plane)
+    plane_pitch = _odd_lines_pitch(plane, plan.dtype.itemsize, 4096)
     sz, sy, sx = g.stride
     phase = (rz[:, None, None] * sy + ry[None, :, None]) * sx + rx[None, None, :]
     shift = (qz[:, None, None] * py + qy[None, :, None]) * px + qx[None, None, :]
@@ -632,6 +643,17 @@ WEIGHT_GRADIENT_IM2COL_ELEMENT_MACS = 32
 WEIGHT_GRADIENT_MAX_PADDING = 4
 
 
+def _weight_gradient_tile(plan):
+    """(small channels, (channel, tap) rows) of a tile of stc_wgrad_implicit."""
+    tile = _kernels.WEIGHT_GRADIENT_TILE
+    return tile["channel_bytes"] // plan.dtype.itemsize, tile["rows"]
+
+
+def _weight_gradient_padded_channels(plan):
+    """A group's small channels rounded up to whole tiles (as the kernel rounds them)."""
+    return _round_up(plan.small_channels // plan.groups, _weight_gradient_tile(plan)[0])
+
+
 def implicit_weight_gradient(plan):
     """Whether a GEMM weight gradient (IM2COL source) runs over the phase copy instead
     of im2col: where its overhead -- the runs set up per small-side row, the small
@@ -650,8 +672,7 @@ def implicit_weight_gradient(plan):
     if implicit_extents(plan)[1] > 2 * prod(g.large):
         return False
     cs_g = plan.small_channels // plan.groups
-    mr = _kernels.WEIGHT_GRADIENT_TILE["channel_bytes"] // plan.dtype.itemsize
-    padded = -(-cs_g // mr) * mr
+    padded = _weight_gradient_padded_channels(plan)
     if padded > WEIGHT_GRADIENT_MAX_PADDING * cs_g:
         return False  # mostly padding lanes, and a channels-last copy as large
     implicit = (1 + WEIGHT_GRADIENT_ROW_SETUP_POSITIONS / g.small[2]) * padded / cs_g - 1
@@ -670,10 +691,8 @@ def _implicit_weight_gradient_layout(plan, axes):
     fields, pitch = _phase_tables(plan, axes)
     g = plan.geometry.lifted(3)
     itemsize = plan.dtype.itemsize
-    tile = _kernels.WEIGHT_GRADIENT_TILE
-    mr, nr = tile["channel_bytes"] // itemsize, tile["rows"]
-    cs_g = plan.small_channels // plan.groups
-    cs_pad = -(-cs_g // mr) * mr
+    mr, nr = _weight_gradient_tile(plan)
+    cs_pad = _weight_gradient_padded_channels(plan)
     depth = fields["a_offset"].size
     oz, oy, ox = g.small
     positions = max(ox, min(WEIGHT_GRADIENT_BLOCK_POSITIONS,
@@ -682,15 +701,14 @@ def _implicit_weight_gradient_layout(plan, axes):
     batch = _batch(plan)
     chunk = max(1, min(batch, -(-block_rows // (oz * oy))))
     parts = -(-WEIGHT_GRADIENT_MIN_ITEMS // plan.groups)
-    depth_block = max(nr, -(-(-(-depth // parts)) // nr) * nr)
+    depth_block = max(nr, _round_up(-(-depth // parts), nr))
     pieces = plan.groups * -(-depth // depth_block)
     channel_parts = max(1, min(-(-WEIGHT_GRADIENT_MIN_ITEMS // (2 * pieces)), cs_pad // mr))
-    channels = -(-(-(-cs_pad // channel_parts)) // mr) * mr
+    channels = _round_up(-(-cs_pad // channel_parts), mr)
     fields.update(direction=WEIGHT_GRADIENT, block_rows=block_rows)
     # positions an odd number of cache lines apart: at a multiple of 1 KiB a tile's
     # reads of consecutive positions fall in a few L1 sets and evict each other
-    lines = -(-plan.groups * cs_pad * itemsize // 64)
-    st_pitch = (lines + 1 - lines % 2 if lines >= 8 else lines) * 64 // itemsize
+    st_pitch = _odd_lines_pitch(plan.groups * cs_pad, itemsize, 512)
     return Layout(
         algorithm=GEMM, chunk=chunk, **fields, grid_pitch=st_pitch,
         grid_channels=channels, depth_block=depth_block,
