@@ -182,6 +182,17 @@ typedef int64_t stc_di16 __attribute__((vector_size(128)));
         *(VT *)(d + 3 * cp + i) = a3 + b3;                                                 \
     }
 
+/* Ask for the cache lines of [p, p + bytes) ahead of their use (a hint: no fault, no */
+/* effect on results), so that reading them overlaps the work before it.            */
+static inline void stc_prefetch(const void *p, ptrdiff_t bytes)
+{
+    for (ptrdiff_t at = 0; at < bytes; at += 64)
+        __builtin_prefetch((const char *) p + at, 0, 3);
+}
+
+/* bytes ahead of the row being copied that stc_phase_copy asks for */
+#define STC_COPY_AHEAD 4096
+
 #define STC_DEFINE_ROWOPS(T, SUFFIX)                                                       \
 /* Gather of whole output rows from n_src source rows (one per valid outer tap and   */ \
 /* input channel), each with its own weight row of n_taps x taps:                   */ \
@@ -433,41 +444,47 @@ STC_CLONES static void stc_phase_row_##SUFFIX(                                  
 }                                                                                          \
 /* One (sample, channel) plane's phase copy: for each stride phase r = (rz, ry, rx),  */ \
 /* a plane of pz x py x px at d + ((rz sy + ry) sx + rx) pitch whose row (mz, my) is  */ \
-/* source row (zsrc[rz pz + mz], ysrc[ry py + my]) of `large` (ly x lx rows) copied   */ \
-/* by stc_phase_copy_row with phase rx's run xruns[3 rx ..] (all zeros where either   */ \
-/* source is -1); the rest of each pitch zeroed.  One call per plane: its rows are    */ \
-/* often a handful of elements, where a call per row cost more than the copy.         */ \
+/* source row (zsrc[rz pz + mz], ysrc[ry py + my]) of `large` (ly x lx rows), phase   */ \
+/* rx's run xruns[3 rx ..] of it (all zeros where either source is -1); the rest of   */ \
+/* each pitch zeroed.  One call per plane: its rows are often a handful of elements,  */ \
+/* where a call per row cost more than the copy.  Rows go in the order (mz, rz, my,   */ \
+/* ry, rx): the source rows' order, so that `large` is read once, front to back (phase */ \
+/* by phase it was read s_z s_y times in strides, and a plane read from memory stalled */ \
+/* on every line), and each row's x phases come from L1.                               */ \
 STC_CLONES static void stc_phase_copy_##SUFFIX(                                            \
     T *restrict d, const T *restrict large, ptrdiff_t ly, ptrdiff_t lx,                    \
     const ptrdiff_t *zsrc, const ptrdiff_t *ysrc, const ptrdiff_t *xruns, ptrdiff_t sz,    \
     ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t pz, ptrdiff_t py, ptrdiff_t px, ptrdiff_t pitch) \
 {                                                                                          \
-    for (ptrdiff_t rz = 0; rz < sz; ++rz)                                                  \
-    for (ptrdiff_t ry = 0; ry < sy; ++ry)                                                  \
-    for (ptrdiff_t rx = 0; rx < sx; ++rx) {                                                \
-        T *restrict q = d + ((rz * sy + ry) * sx + rx) * pitch;                            \
-        ptrdiff_t m0 = xruns[3 * rx], m1 = xruns[3 * rx + 1], start = xruns[3 * rx + 2];   \
-        /* zeros first, in one call: per-row prefixes and suffixes of 0-2 elements     */ \
-        /* were two library calls per row (GCC turns such loops into memset)           */ \
-        memset(q, 0, pitch * sizeof(T));                                                   \
-        if (m1 <= m0) continue;                                                            \
-        ptrdiff_t n = m1 - m0;                                                             \
-        /* stride 2: read whole vectors from the even position at or before start, so  */ \
-        /* that both phases stay inside the source row, and keep every second lane     */ \
-        ptrdiff_t odd = start & 1, avail = lx - (start - odd);                             \
-        for (ptrdiff_t mz = 0; mz < pz; ++mz) {                                            \
-            ptrdiff_t zs = zsrc[rz * pz + mz];                                             \
-            for (ptrdiff_t my = 0; my < py; ++my, q += px) {                               \
-                ptrdiff_t ys = ysrc[ry * py + my];                                         \
-                if (zs < 0 || ys < 0) continue;                                            \
-                const T *restrict s = large + (zs * ly + ys) * lx + start;                 \
+    /* zeros first, in one call: per-row prefixes and suffixes of 0-2 elements were    */ \
+    /* two library calls per row (GCC turns such loops into memset)                    */ \
+    memset(d, 0, sz * sy * sx * pitch * sizeof(T));                                        \
+    for (ptrdiff_t mz = 0; mz < pz; ++mz)                                                  \
+    for (ptrdiff_t rz = 0; rz < sz; ++rz) {                                                \
+        ptrdiff_t zs = zsrc[rz * pz + mz];                                                 \
+        if (zs < 0) continue;                                                              \
+        for (ptrdiff_t my = 0; my < py; ++my)                                              \
+        for (ptrdiff_t ry = 0; ry < sy; ++ry) {                                            \
+            ptrdiff_t ys = ysrc[ry * py + my];                                             \
+            if (ys < 0) continue;                                                          \
+            const T *restrict row = large + (zs * ly + ys) * lx;                           \
+            /* a few KiB ahead, where the rows are going: the hardware alone stalled */ \
+            stc_prefetch(row + STC_COPY_AHEAD / sizeof(T), lx * sizeof(T));             \
+            T *restrict q = d + (rz * sy + ry) * sx * pitch + (mz * py + my) * px;         \
+            for (ptrdiff_t rx = 0; rx < sx; ++rx, q += pitch) {                            \
+                ptrdiff_t m0 = xruns[3 * rx], m1 = xruns[3 * rx + 1];                      \
+                ptrdiff_t start = xruns[3 * rx + 2], n = m1 - m0, i = 0;                   \
+                const T *restrict s = row + start;                                         \
                 T *restrict o = q + m0;                                                    \
-                ptrdiff_t i = 0;                                                           \
                 if (sx == 1) {                                                             \
                     for (; i < n; ++i) o[i] = s[i];                                        \
                     continue;                                                              \
                 }                                                                          \
+                /* stride 2: read whole vectors from the even position at or before     */ \
+                /* start, so that both phases stay inside the source row, and keep      */ \
+                /* every second lane                                                    */ \
                 if (STC_HAVE_SHUFFLE && sx == 2) {                                         \
+                    ptrdiff_t odd = start & 1, avail = lx - (start - odd);                 \
                     const T *restrict b = s - odd;                                         \
                     for (; i + 16 <= n && 2 * i + 32 <= avail; i += 16) {                  \
                         stc_##SUFFIX##16 v0 = *(const stc_##SUFFIX##16 *)(b + 2 * i);      \
