@@ -92,6 +92,9 @@ cdef struct Problem:
     Py_ssize_t grid_pitch
     Py_ssize_t grid_channels
     Py_ssize_t depth_block
+    # WEIGHT_GRADIENT IMPLICIT: a group's small channels rounded up to whole tiles of
+    # stc_wgrad_implicit (the channels-last copy's and the product's lanes per group)
+    Py_ssize_t small_channels_padded
     bint phased_large           # CONVOLVE / WEIGHT_GRADIENT DIRECT: copy the large input,
                                 # laid out by axis[2].layout in rows of axis[2].row_length
                                 # (zeros between); False: read it in place (x stride 1,

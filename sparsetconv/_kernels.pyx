@@ -1403,6 +1403,7 @@ cdef class Kernel:
         self.problem.grid_pitch = layout.grid_pitch
         self.problem.grid_channels = layout.grid_channels
         self.problem.depth_block = layout.depth_block
+        self.problem.small_channels_padded = layout.small_channels_padded
         self.direction = layout.direction
         self.algorithm = layout.algorithm
 
@@ -1669,12 +1670,6 @@ cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const fl
         _conv_rows(out, x, <floating *> buf.phased, w, bias, p, n_threads)
 
 
-cdef inline Py_ssize_t _wgrad_channels_padded(const Problem *p, size_t itemsize) noexcept nogil:
-    """A group's small-side channels rounded up to whole tiles of stc_wgrad_implicit."""
-    cdef Py_ssize_t mr = STC_WGRAD_MR_BYTES // itemsize
-    return (p.c_small // p.groups + mr - 1) // mr * mr
-
-
 cdef enum:
     CHANNELS_LAST_BLOCK = 256  # positions per piece of the channels-last copy
 
@@ -1687,7 +1682,7 @@ cdef void _channels_last(floating *st, const floating *small, Py_ssize_t count,
     lanes that are never read), CHANNELS_LAST_BLOCK positions per piece of work
     (:c:func:`stc_channels_last`)."""
     cdef Py_ssize_t size = _small_size(p), cs_g = p.c_small // p.groups
-    cdef Py_ssize_t cs_pad = _wgrad_channels_padded(p, sizeof(floating))
+    cdef Py_ssize_t cs_pad = p.small_channels_padded
     cdef Py_ssize_t blocks = (size + CHANNELS_LAST_BLOCK - 1) // CHANNELS_LAST_BLOCK
     cdef Py_ssize_t item, k, g, q0
     for item in prange(count * p.groups * blocks, schedule="static", num_threads=n_threads):
@@ -1717,7 +1712,7 @@ cdef void _weight_grad_implicit(floating *grad_w, const floating *small,
     channels.  Finally grad_w = the product, transposed."""
     cdef Py_ssize_t cl_g = p.c_large // p.groups, cs_g = p.c_small // p.groups
     cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
-    cdef Py_ssize_t cs_pad = _wgrad_channels_padded(p, sizeof(floating))
+    cdef Py_ssize_t cs_pad = p.small_channels_padded
     cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
     cdef Py_ssize_t copy_sample = p.c_large * pitch
     cdef Py_ssize_t oz = p.axis[0].small, oy = p.axis[1].small, ox = p.axis[2].small

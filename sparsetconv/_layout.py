@@ -98,6 +98,8 @@ class Layout:
     grid_pitch: int = 0
     grid_channels: int = 0
     depth_block: int = 0
+    # WEIGHT_GRADIENT IMPLICIT only
+    small_channels_padded: int = 0
 
     @property
     def n_chunks(self):
@@ -711,7 +713,7 @@ def _implicit_weight_gradient_layout(plan, axes):
     st_pitch = _odd_lines_pitch(plan.groups * cs_pad, itemsize, 512)
     return Layout(
         algorithm=GEMM, chunk=chunk, **fields, grid_pitch=st_pitch,
-        grid_channels=channels, depth_block=depth_block,
+        grid_channels=channels, depth_block=depth_block, small_channels_padded=cs_pad,
         workspace=Workspace(phased=chunk * plan.large_channels * pitch + _kernels.PHASE_TAIL,
                             packed=chunk * prod(g.small) * st_pitch,
                             product=plan.groups * depth * cs_pad))
