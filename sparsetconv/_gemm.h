@@ -289,6 +289,25 @@ STC_GEMM_TARGET static void stc_implicit_tile_##SUFFIX(                         
     }                                                                                       \
 }                                                                                           \
                                                                                             \
+/* The same for a tile of at most one vector of positions (a grid's last, short tile: \
+ * a whole MR tile there would compute up to twice the outputs it keeps); the tile's  \
+ * second vector is left as it was. */                                                    \
+STC_GEMM_TARGET static void stc_implicit_half_tile_##SUFFIX(                                \
+    ptrdiff_t depth, const T *a, const ptrdiff_t *a_offset, const T *bp, T *tile)          \
+{                                                                                           \
+    enum { NR = STC_GEMM_NR };                                                              \
+    stc_gv_##SUFFIX lo[NR];                                                                 \
+    for (int j = 0; j < NR; j++)                                                            \
+        lo[j] = (stc_gv_##SUFFIX){0};                                                       \
+    for (ptrdiff_t p = 0; p < depth; p++, bp += NR) {                                       \
+        stc_gv_##SUFFIX a0 = *(const stc_gu_##SUFFIX *) (a + a_offset[p]);                  \
+        for (int j = 0; j < NR; j++)                                                        \
+            lo[j] += a0 * bp[j];                                                            \
+    }                                                                                       \
+    for (int j = 0; j < NR; j++)                                                            \
+        ((stc_gv_##SUFFIX *) tile)[2 * j] = lo[j];                                          \
+}                                                                                           \
+                                                                                            \
 /* panels[jp][p][j] = w[(jp NR + j) depth + p] (0 past cout): one group's weight, its   \
  * rows (output channels) depth long, as NR-channel panels */                              \
 static void stc_implicit_pack_##SUFFIX(T *panels, const T *w, ptrdiff_t cout,               \
@@ -335,8 +354,12 @@ STC_GEMM_TARGET static void stc_implicit_conv_##SUFFIX(                         
                 }                                                                           \
             }                                                                               \
             for (ptrdiff_t c0 = b0; c0 < b1; c0 += NR) {                                    \
-                stc_implicit_tile_##SUFFIX(depth, a + u0, a_offset, panels + c0 * depth,    \
-                                           tile);                                           \
+                if (rows <= LANES)                                                          \
+                    stc_implicit_half_tile_##SUFFIX(depth, a + u0, a_offset,                \
+                                                    panels + c0 * depth, tile);             \
+                else                                                                        \
+                    stc_implicit_tile_##SUFFIX(depth, a + u0, a_offset,                     \
+                                               panels + c0 * depth, tile);                  \
                 ptrdiff_t cols = cout - c0 < NR ? cout - c0 : NR;                           \
                 for (ptrdiff_t j = 0; j < cols; j++) {                                      \
                     T b = bias ? bias[c0 + j] : 0;                                          \
