@@ -327,10 +327,23 @@ def unsupported(plan, direction, algorithm):
         if not _blas_sizes_ok(plan):
             return "the GEMM algorithm's matrices would exceed BLAS's 32-bit sizes"
         column_bytes = column_elements(plan, 1) * plan.dtype.itemsize
-        if column_bytes > GEMM_MAX_COLUMN_BYTES:
+        if _builds_columns(plan, direction) and column_bytes > GEMM_MAX_COLUMN_BYTES:
             return (f"the GEMM algorithm would need {column_bytes / 2**20:.0f} MiB of "
                     f"columns per sample (over its {GEMM_MAX_COLUMN_BYTES // 2**20} MiB cap)")
     return None
+
+
+def _builds_columns(plan, direction):
+    """Whether a GEMM in ``direction`` builds im2col/col2im columns: not where it reads
+    the arrays in place, nor where it runs over the phase copy instead (the implicit
+    convolution and weight gradient, whose workspaces the call's arrays bound)."""
+    if column_source(plan.geometry.lifted(3)) != IM2COL:
+        return False
+    if direction == CONVOLVE:
+        return not implicit_convolution(plan)
+    if direction == WEIGHT_GRADIENT:
+        return not implicit_weight_gradient(plan)
+    return True
 
 
 def check_supported(plan, direction, algorithm):

@@ -431,6 +431,29 @@ def _transposed_plan(x_shape, w_shape, **kw):
                      None)
 
 
+def test_column_cap_applies_only_where_columns_are_built(monkeypatch):
+    """The GEMM's column cap refuses the transposed convolution, which builds col2im
+    columns, but not the weight gradient of the same layer that runs over the phase
+    copy (FCN-32s in float64 was refused and ran 7x slower by DIRECT)."""
+    plan = _transposed_plan((2, 16, 6, 6), (16, 4, 4, 4), stride=2, padding=1)
+    assert _layout.implicit_weight_gradient(plan)
+    monkeypatch.setattr(_layout, "GEMM_MAX_COLUMN_BYTES", 1024)
+    _layout._build_layout.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="of columns per sample"):
+            _compiled.Executor(plan, "gemm")
+        gradient = _compiled.WeightGradient(plan, "gemm")
+        assert gradient.layout.column_source == _layout.IMPLICIT
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((2, 16, 6, 6))
+        g = rng.standard_normal(plan.output_shape)
+        assert_matches(gradient(x, g),
+                       weight_gradient_reference(x, g, (4, 4), 2, [[1, 1], [1, 1]]))
+    finally:
+        monkeypatch.undo()
+        _layout._build_layout.cache_clear()
+
+
 def test_algorithms_refuse_outside_their_domain():
     dilated = _transposed_plan((1, 2, 5, 5), (2, 2, 3, 3), dilation=(1, 2))
     with pytest.raises(ValueError, match="kernel-rows algorithm needs dilation 1"):
