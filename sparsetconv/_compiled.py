@@ -31,6 +31,7 @@ from ._layout import (
     DIRECT,
     GEMM,
     GEMM_MAX_COLUMN_BYTES,
+    IMPLICIT,
     KERNEL_ROWS,
     TRANSPOSE,
     WEIGHT_GRADIENT,
@@ -156,11 +157,18 @@ def _split(layout, n_threads, names, dtype):
     Threads take whole GEMM chunks (each its own single-threaded BLAS call and
     col2im, no barrier) when there are at least as many chunks as threads and BLAS
     can be told to stay single-threaded inside our threads; then the GEMM buffers
-    are per thread.  Scratch planes are always per thread.
+    are per thread.  The grid convolution's threads take whole (sample, group) items
+    when there are as many as threads, else share each item's output channels.
+    Scratch planes are always per thread.
     """
-    whole_chunks = (layout.algorithm == GEMM and n_threads > 1
-                    and layout.n_chunks >= n_threads and _kernels.blas_thread_hook_installed())
-    per_chunk = n_threads if whole_chunks else 1
+    gemm = layout.algorithm == GEMM
+    if gemm:
+        whole_chunks = (n_threads > 1 and layout.n_chunks >= n_threads
+                        and _kernels.blas_thread_hook_installed())
+    else:  # the grid convolution's items are (sample, group) pairs
+        whole_chunks = (layout.column_source == IMPLICIT
+                        and layout.batch * layout.groups >= n_threads)
+    per_chunk = n_threads if whole_chunks and gemm else 1
     ws = layout.workspace
     counts = dict(scratch=ws.scratch * n_threads, phased=ws.phased,
                   packed=ws.packed * per_chunk, columns=ws.columns * per_chunk,

@@ -1557,92 +1557,122 @@ cdef enum:
     GRID_CHANNELS = 4  # output channels per stc_grid_dot4 call
 
 
-cdef void _conv_grid(floating *out, const floating *large, const floating *w,
-                     const floating *bias, floating *scratch_all, const Problem *p,
-                     int n_threads) noexcept nogil:
-    """DIRECT convolution over the padded grid (column source IMPLICIT): each thread
-    takes (sample, group) items, copies the group's input channels phase by phase into
-    its scratch, then computes the group's output channels on the whole padded grid at
-    once (:c:func:`stc_grid_dot`: every (channel, tap) is one run of the copy, so short
-    rows and clipped edges cost nothing extra) and keeps the grid's real positions.
-    The output channels go grid_channels at a time and their columns depth_block at a
-    time, so that one block of runs of the copy is read from cache by every channel of
-    the pass (a copy larger than the cache was otherwise streamed from memory once per
-    four channels and vector of positions).  For few input channels per output
-    (depthwise layers), where a GEMM has nothing to block and the row kernels run on
-    rows shorter than a vector."""
+cdef void _grid_channels(floating *out, const floating *copy, floating *grid,
+                         const floating *w, const floating *bias, const Problem *p,
+                         Py_ssize_t n, Py_ssize_t g, Py_ssize_t c_begin,
+                         Py_ssize_t c_end) noexcept nogil:
+    """Output channels [c_begin, c_end) of group ``g`` of sample ``n`` from the group's
+    phase copy ``copy``, in passes of grid_channels grids (``grid``: this thread's),
+    each pass reading the copy's runs depth_block at a time (see :func:`_conv_grid`);
+    then the grids' real positions into ``out``."""
     cdef Py_ssize_t cl_g = p.c_large // p.groups, cout_g = p.c_small // p.groups
     cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
-    cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
     cdef Py_ssize_t oz = p.axis[0].small, oy = p.axis[1].small, ox = p.axis[2].small
     cdef Py_ssize_t py = p.axis[1].padded, px = p.axis[2].padded
     cdef Py_ssize_t grid_pitch = p.grid_pitch
-    cdef Py_ssize_t item, n, g, c, c0, co, cb, j0, count, z, y, x, i, block
+    cdef Py_ssize_t c, c0, co, cb, j0, count, z, y, x, i, block
     cdef int more
-    cdef floating *copy = NULL  # firstprivate below: initialised for -Wall
-    cdef floating *grid = NULL
     cdef floating *dst
     cdef const floating *src
-    # shared and read-only in the parallel region (a bias array written per call
-    # there would be shared by the threads too: they overwrote each other's biases)
     cdef floating no_bias[GRID_CHANNELS]
     cdef const floating *biases
     for i in range(GRID_CHANNELS):
         no_bias[i] = 0
-    with parallel(num_threads=n_threads):
-        copy = scratch_all + threadid() * p.scratch_pitch
-        grid = copy + cl_g * pitch + STC_PHASE_TAIL
-        memset(copy + cl_g * pitch, 0, STC_PHASE_TAIL * sizeof(floating))
-        for item in prange(p.batch * p.groups, schedule="static"):
-            n = item // p.groups
-            g = item % p.groups
-            for c in range(cl_g):
-                _phase_copy(copy + c * pitch,
-                            large + (n * p.c_large + g * cl_g + c) * plane_in, p)
-            c0 = 0
-            while c0 < cout_g:
-                cb = min(p.grid_channels, cout_g - c0)
-                j0 = 0
-                while j0 < depth:
-                    count = min(p.depth_block, depth - j0)
-                    more = j0 > 0
-                    c = 0
-                    while c < cb:
-                        co = g * cout_g + c0 + c
-                        block = min(GRID_CHANNELS, cb - c)
-                        biases = bias + co if bias != NULL else no_bias
-                        if block == GRID_CHANNELS:
-                            if floating is float:
-                                stc_grid_dot4_f(grid + c * grid_pitch, grid_pitch, copy,
-                                                p.a_offset + j0, w + co * depth + j0, depth,
-                                                count, p.positions, biases, more)
-                            else:
-                                stc_grid_dot4_d(grid + c * grid_pitch, grid_pitch, copy,
-                                                p.a_offset + j0, w + co * depth + j0, depth,
-                                                count, p.positions, biases, more)
+    c0 = c_begin
+    while c0 < c_end:
+        cb = min(p.grid_channels, c_end - c0)
+        j0 = 0
+        while j0 < depth:
+            count = min(p.depth_block, depth - j0)
+            more = j0 > 0
+            c = 0
+            while c < cb:
+                co = g * cout_g + c0 + c
+                block = min(GRID_CHANNELS, cb - c)
+                biases = bias + co if bias != NULL else no_bias
+                if block == GRID_CHANNELS:
+                    if floating is float:
+                        stc_grid_dot4_f(grid + c * grid_pitch, grid_pitch, copy,
+                                        p.a_offset + j0, w + co * depth + j0, depth,
+                                        count, p.positions, biases, more)
+                    else:
+                        stc_grid_dot4_d(grid + c * grid_pitch, grid_pitch, copy,
+                                        p.a_offset + j0, w + co * depth + j0, depth,
+                                        count, p.positions, biases, more)
+                else:
+                    for i in range(block):
+                        if floating is float:
+                            stc_grid_dot_f(grid + (c + i) * grid_pitch, copy, p.a_offset + j0,
+                                           w + (co + i) * depth + j0, count, p.positions,
+                                           biases[i], more)
                         else:
-                            for i in range(block):
-                                if floating is float:
-                                    stc_grid_dot_f(grid + (c + i) * grid_pitch, copy,
-                                                   p.a_offset + j0,
-                                                   w + (co + i) * depth + j0, count,
-                                                   p.positions, biases[i], more)
-                                else:
-                                    stc_grid_dot_d(grid + (c + i) * grid_pitch, copy,
-                                                   p.a_offset + j0,
-                                                   w + (co + i) * depth + j0, count,
-                                                   p.positions, biases[i], more)
-                        c = c + block
-                    j0 = j0 + count
-                for i in range(cb):
-                    dst = out + (n * p.c_small + g * cout_g + c0 + i) * size
-                    for z in range(oz):
-                        for y in range(oy):
-                            src = grid + i * grid_pitch + (z * py + y) * px
-                            for x in range(ox):
-                                dst[x] = src[x]
-                            dst = dst + ox
-                c0 = c0 + cb
+                            stc_grid_dot_d(grid + (c + i) * grid_pitch, copy, p.a_offset + j0,
+                                           w + (co + i) * depth + j0, count, p.positions,
+                                           biases[i], more)
+                c = c + block
+            j0 = j0 + count
+        for i in range(cb):
+            dst = out + (n * p.c_small + g * cout_g + c0 + i) * size
+            for z in range(oz):
+                for y in range(oy):
+                    src = grid + i * grid_pitch + (z * py + y) * px
+                    for x in range(ox):
+                        dst[x] = src[x]
+                    dst = dst + ox
+        c0 = c0 + cb
+
+
+cdef void _conv_grid(floating *out, const floating *large, const floating *w,
+                     const floating *bias, floating *scratch_all, const Problem *p,
+                     int n_threads, bint whole_items) noexcept nogil:
+    """DIRECT convolution over the padded grid (column source IMPLICIT): a (sample,
+    group) item's input channels are copied phase by phase, then the group's output
+    channels are computed on the whole padded grid at once (:c:func:`stc_grid_dot`:
+    every (channel, tap) is one run of the copy, so short rows and clipped edges cost
+    nothing extra) and the grid's real positions kept.  The output channels go
+    grid_channels at a time and their columns depth_block at a time, so that one block
+    of runs of the copy is read from cache by every channel of the pass (a copy larger
+    than the cache was otherwise streamed from memory once per four channels and
+    vector of positions).  For few input channels per output (depthwise layers), where
+    a GEMM has nothing to block and the row kernels run on rows shorter than a vector.
+
+    whole_items: each thread takes whole items into its own scratch; otherwise (fewer
+    items than threads) the threads copy each item together into the first thread's
+    scratch and split its output channels, in whole GRID_CHANNELS blocks, into one
+    share each (shares sweep the copy in step, so it is read from memory about once)."""
+    cdef Py_ssize_t cl_g = p.c_large // p.groups, cout_g = p.c_small // p.groups
+    cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
+    cdef Py_ssize_t item, n, g, c, t, share
+    cdef floating *copy = NULL  # firstprivate below: initialised for -Wall
+    if whole_items:
+        with parallel(num_threads=n_threads):
+            copy = scratch_all + threadid() * p.scratch_pitch
+            memset(copy + cl_g * pitch, 0, STC_PHASE_TAIL * sizeof(floating))
+            for item in prange(p.batch * p.groups, schedule="static"):
+                n = item // p.groups
+                g = item % p.groups
+                for c in range(cl_g):
+                    _phase_copy(copy + c * pitch,
+                                large + (n * p.c_large + g * cl_g + c) * plane_in, p)
+                _grid_channels(out, copy, copy + cl_g * pitch + STC_PHASE_TAIL, w, bias, p,
+                               n, g, 0, cout_g)
+        return
+    if p.batch * p.groups == 0:
+        return
+    share = (cout_g + n_threads * GRID_CHANNELS - 1) // (n_threads * GRID_CHANNELS) \
+        * GRID_CHANNELS
+    memset(scratch_all + cl_g * pitch, 0, STC_PHASE_TAIL * sizeof(floating))
+    for item in range(p.batch * p.groups):
+        n = item // p.groups
+        g = item % p.groups
+        for c in prange(cl_g, schedule="static", num_threads=n_threads):
+            _phase_copy(scratch_all + c * pitch,
+                        large + (n * p.c_large + g * cl_g + c) * plane_in, p)
+        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+            _grid_channels(out, scratch_all,
+                           scratch_all + t * p.scratch_pitch + cl_g * pitch + STC_PHASE_TAIL,
+                           w, bias, p, n, g, min(t * share, cout_g),
+                           min((t + 1) * share, cout_g))
 
 
 cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const floating *x,
@@ -1653,7 +1683,8 @@ cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const fl
         if p.algorithm == GEMM:
             _conv_implicit(out, x, w, bias, buf, p, n_threads)
         else:
-            _conv_grid(out, x, w, bias, <floating *> buf.scratch, p, n_threads)
+            _conv_grid(out, x, w, bias, <floating *> buf.scratch, p, n_threads,
+                       whole_chunks)
         return
     if p.algorithm == GEMM and p.column_source != IM2COL:
         _direct_columns_forward(out, x, w, bias, buf, p, n_threads, whole_chunks)

@@ -96,6 +96,34 @@ def test_grid_larger_layers(either, x_shape, w_shape, kw):
                 assert_matches(executor(x, w, b), want)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((1, 8, 64, 64), (10, 8, 5, 5), dict(padding=2)),  # shares of 8 and 2 channels
+    ((1, 4, 20, 40, 40), (4, 2, 3, 3, 3), dict(padding=1, groups=2)),  # 2 items
+    ((1, 3, 120, 120), (3, 3, 7, 7), dict(dilation=2)),  # one share of 3, one empty
+])
+def test_grid_threads_share_fewer_items_than_threads(x_shape, w_shape, kw):
+    """With fewer (sample, group) items than threads, the threads copy each item
+    together and split its output channels (and still match the reference)."""
+    rng = np.random.default_rng(sum(x_shape))
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        groups = kw.get("groups", 1)
+        plan = make_plan(False, None, x.shape, x.dtype, w.shape, w.dtype, b.shape, b.dtype,
+                         kw.get("stride", 1), kw.get("padding", 0), 0, groups,
+                         kw.get("dilation", 1), None)
+        executor = _compiled.Executor(plan, "direct")
+        assert executor.layout.column_source == _layout.IMPLICIT
+        # the sparse matrix (the plain-loop reference is too slow at these sizes)
+        want = stc.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                        backend="sparse", **kw)
+        with stc.threads(2):
+            n_threads, whole_items, _ = executor._workspaces()
+            assert n_threads == 2 and whole_items == (x_shape[0] * groups >= 2)
+            assert_matches(executor(x, w, b), want)
+
+
 def test_grid_serves_the_stride_one_transposed_convolution(grid):
     """A stride-1 direct transposed convolution runs as the convolution it equals, so
     over the grid too; with its input gradient and weight gradient."""
