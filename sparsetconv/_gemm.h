@@ -108,6 +108,23 @@ stc_gemm_accumulate_##SUFFIX(ptrdiff_t kc, const T *a, const ptrdiff_t *a_offset
     }                                                                                       \
 }                                                                                           \
                                                                                             \
+/* lo := the same product for the first vector of A's rows only (a tile of at most     \
+ * LANES rows: a whole MR tile there would compute up to twice the outputs it keeps) */  \
+STC_GEMM_TARGET static inline __attribute__((always_inline)) void                           \
+stc_gemm_accumulate_half_##SUFFIX(ptrdiff_t kc, const T *a, const ptrdiff_t *a_offset,      \
+                                  const T *bp, stc_gv_##SUFFIX *lo)                         \
+{                                                                                           \
+    enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
+    for (int j = 0; j < NR; j++)                                                            \
+        lo[j] = (stc_gv_##SUFFIX){0};                                                       \
+    for (ptrdiff_t p = 0; p < kc; p++, bp += NR) {                                          \
+        const T *ap = a_offset ? a + a_offset[p] : a + p * MR;                              \
+        stc_gv_##SUFFIX a0 = *(const stc_gu_##SUFFIX *) ap;                                 \
+        for (int j = 0; j < NR; j++)                                                        \
+            lo[j] += a0 * bp[j];                                                            \
+    }                                                                                       \
+}                                                                                           \
+                                                                                            \
 /* the MR x NR tile of C at c += (or =, beta 0) the panels' product over kc */              \
 STC_GEMM_TARGET static void stc_gemm_tile_##SUFFIX(                                         \
     ptrdiff_t kc, const T *ap, const T *bp, T *c, ptrdiff_t ldc, int beta,                  \
@@ -115,6 +132,14 @@ STC_GEMM_TARGET static void stc_gemm_tile_##SUFFIX(                             
 {                                                                                           \
     enum { MR = STC_GEMM_MR_BYTES / sizeof(T), NR = STC_GEMM_NR };                          \
     stc_gv_##SUFFIX lo[NR], hi[NR];                                                         \
+    if (rows <= LANES) {                                                                    \
+        stc_gemm_accumulate_half_##SUFFIX(kc, ap, NULL, bp, lo);                            \
+        const T *t = (const T *) lo;                                                        \
+        for (ptrdiff_t j = 0; j < cols; j++)                                                \
+            for (ptrdiff_t i = 0; i < rows; i++)                                            \
+                c[i + j * ldc] = (beta ? c[i + j * ldc] : 0) + t[j * LANES + i];            \
+        return;                                                                             \
+    }                                                                                       \
     stc_gemm_accumulate_##SUFFIX(kc, ap, NULL, bp, lo, hi);                                 \
     if (rows == MR && cols == NR) {                                                         \
         for (int j = 0; j < NR; j++) {                                                      \
@@ -289,21 +314,16 @@ STC_GEMM_TARGET static void stc_implicit_tile_##SUFFIX(                         
     }                                                                                       \
 }                                                                                           \
                                                                                             \
-/* The same for a tile of at most one vector of positions (a grid's last, short tile: \
- * a whole MR tile there would compute up to twice the outputs it keeps); the tile's  \
- * second vector is left as it was. */                                                    \
+/* The same for a tile of at most one vector of positions (a grid's last, short     \
+ * tile); the tile's second vector is left as it was. */                                  \
 STC_GEMM_TARGET static void stc_implicit_half_tile_##SUFFIX(                                \
     ptrdiff_t depth, const T *a, const ptrdiff_t *a_offset, const T *bp, T *tile)          \
 {                                                                                           \
     enum { NR = STC_GEMM_NR };                                                              \
     stc_gv_##SUFFIX lo[NR];                                                                 \
-    for (int j = 0; j < NR; j++)                                                            \
-        lo[j] = (stc_gv_##SUFFIX){0};                                                       \
-    for (ptrdiff_t p = 0; p < depth; p++, bp += NR) {                                       \
-        stc_gv_##SUFFIX a0 = *(const stc_gu_##SUFFIX *) (a + a_offset[p]);                  \
-        for (int j = 0; j < NR; j++)                                                        \
-            lo[j] += a0 * bp[j];                                                            \
-    }                                                                                       \
+    if (!a_offset) /* never: tells the inlined loop that A is implicit */                   \
+        return;                                                                             \
+    stc_gemm_accumulate_half_##SUFFIX(depth, a, a_offset, bp, lo);                          \
     for (int j = 0; j < NR; j++)                                                            \
         ((stc_gv_##SUFFIX *) tile)[2 * j] = lo[j];                                          \
 }                                                                                           \
