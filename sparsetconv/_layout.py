@@ -327,23 +327,23 @@ def unsupported(plan, direction, algorithm):
         if not _blas_sizes_ok(plan):
             return "the GEMM algorithm's matrices would exceed BLAS's 32-bit sizes"
         column_bytes = column_elements(plan, 1) * plan.dtype.itemsize
-        if _builds_columns(plan, direction) and column_bytes > GEMM_MAX_COLUMN_BYTES:
+        if gemm_column_source(plan, direction) == IM2COL and column_bytes > GEMM_MAX_COLUMN_BYTES:
             return (f"the GEMM algorithm would need {column_bytes / 2**20:.0f} MiB of "
                     f"columns per sample (over its {GEMM_MAX_COLUMN_BYTES // 2**20} MiB cap)")
     return None
 
 
-def _builds_columns(plan, direction):
-    """Whether a GEMM in ``direction`` builds im2col/col2im columns: not where it reads
-    the arrays in place, nor where it runs over the phase copy instead (the implicit
-    convolution and weight gradient, whose workspaces the call's arrays bound)."""
-    if column_source(plan.geometry.lifted(3)) != IM2COL:
-        return False
-    if direction == CONVOLVE:
-        return not implicit_convolution(plan)
-    if direction == WEIGHT_GRADIENT:
-        return not implicit_weight_gradient(plan)
-    return True
+def gemm_column_source(plan, direction):
+    """Where a GEMM in ``direction`` gets its column matrix: :func:`column_source`'s
+    answer, except IMPLICIT where an IM2COL convolution or weight gradient runs over the
+    phase copy instead (:func:`implicit_convolution`, :func:`implicit_weight_gradient`).
+    Only IM2COL builds columns (im2col/col2im) and so meets the column cap."""
+    source = column_source(plan.geometry.lifted(3))
+    if source == IM2COL and (
+            (direction == CONVOLVE and implicit_convolution(plan))
+            or (direction == WEIGHT_GRADIENT and implicit_weight_gradient(plan))):
+        return IMPLICIT
+    return source
 
 
 def check_supported(plan, direction, algorithm):
@@ -367,13 +367,12 @@ def _build_layout(plan, direction, algorithm, gemm_kernel):
     small_size, large_size = prod(g.small), prod(g.large)
     kernel_size = prod(g.kernel)
     gemm = algorithm == GEMM
-    source = column_source(g) if gemm else IM2COL
-    if source == IM2COL and direction == CONVOLVE and gemm and implicit_convolution(plan):
-        return _implicit_layout(plan, axes)
+    source = gemm_column_source(plan, direction) if gemm else IM2COL
+    if source == IMPLICIT:
+        return (_implicit_layout(plan, axes) if direction == CONVOLVE
+                else _implicit_weight_gradient_layout(plan, axes))
     if direction == CONVOLVE and algorithm == DIRECT and grid_convolution(plan):
         return _grid_layout(plan, axes)
-    if source == IM2COL and direction == WEIGHT_GRADIENT and gemm and implicit_weight_gradient(plan):
-        return _implicit_weight_gradient_layout(plan, axes)
     if source != IM2COL:
         # BLAS reads the arrays in place: no workspace at all; samples are the chunks
         return Layout(
