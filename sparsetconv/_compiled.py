@@ -157,17 +157,22 @@ def _split(layout, n_threads, names, dtype):
     Threads take whole GEMM chunks (each its own single-threaded BLAS call and
     col2im, no barrier) when there are at least as many chunks as threads and BLAS
     can be told to stay single-threaded inside our threads; then the GEMM buffers
-    are per thread.  The grid convolution's threads take whole (sample, group) items
-    when there are as many as threads, else share each item's output channels.
-    Scratch planes are always per thread.
+    are per thread.  Over the phase copy, the implicit GEMM's threads take whole
+    samples, the grid convolution's whole (sample, group) items, when there are as
+    many as threads, else they share each one.  Scratch (planes, the phase copy) is
+    always per thread.
     """
-    gemm = layout.algorithm == GEMM
+    implicit_conv = layout.column_source == IMPLICIT and layout.direction == CONVOLVE
+    gemm = layout.algorithm == GEMM and not implicit_conv
     if gemm:
         whole_chunks = (n_threads > 1 and layout.n_chunks >= n_threads
                         and _kernels.blas_thread_hook_installed())
-    else:  # the grid convolution's items are (sample, group) pairs
-        whole_chunks = (layout.column_source == IMPLICIT
-                        and layout.batch * layout.groups >= n_threads)
+    elif implicit_conv:
+        # the implicit GEMM's items are samples, the grid convolution's (sample, group)
+        items = layout.batch * (1 if layout.algorithm == GEMM else layout.groups)
+        whole_chunks = items >= n_threads
+    else:
+        whole_chunks = False
     per_chunk = n_threads if whole_chunks and gemm else 1
     ws = layout.workspace
     counts = dict(scratch=ws.scratch * n_threads, phased=ws.phased,

@@ -1516,9 +1516,39 @@ cdef inline void _implicit_conv(const floating *a, const Py_ssize_t *a_offset,
                             out_offset, u_begin, u_end, c_begin, c_end)
 
 
+cdef void _implicit_sample(floating *out, const floating *large, const floating *panels,
+                           const floating *bias, floating *copy, const Problem *p,
+                           Py_ssize_t n) noexcept nogil:
+    """Sample ``n`` of the implicit convolution on one thread: its phase copy into
+    ``copy`` (this thread's scratch), then every tile of it."""
+    cdef Py_ssize_t cl_g = p.c_large // p.groups, cout_g = p.c_small // p.groups
+    cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
+    cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
+    cdef Py_ssize_t panel_size = (cout_g + STC_GEMM_NR - 1) // STC_GEMM_NR * STC_GEMM_NR * depth
+    cdef Py_ssize_t channel, g, u0
+    large = large + n * p.c_large * _large_plane(p)
+    for channel in range(p.c_large):
+        _phase_copy(copy + channel * pitch, large + channel * plane_in, p)
+    for g in range(p.groups):
+        u0 = 0
+        while u0 < p.positions:
+            _implicit_conv(copy + g * cl_g * pitch, p.a_offset, depth,
+                           panels + g * panel_size, cout_g,
+                           bias + g * cout_g if bias != NULL else NULL,
+                           out + (n * p.c_small + g * cout_g) * size, size, p.out_offset,
+                           u0, min(u0 + p.u_block, p.positions), 0, cout_g)
+            u0 += p.u_block
+
+
 cdef void _conv_implicit(floating *out, const floating *large, const floating *w,
                          const floating *bias, const Buffers *buf, const Problem *p,
-                         int n_threads) noexcept nogil:
+                         int n_threads, bint whole_samples) noexcept nogil:
+    """GEMM convolution over the phase copy (column source IMPLICIT).
+
+    whole_samples: each thread takes whole samples, copied into its own scratch (no
+    barrier between samples, and a thread's tiles read the copy from its own cache);
+    otherwise the threads copy each sample together into the first thread's scratch
+    and share its tiles."""
     cdef Py_ssize_t cl_g = p.c_large // p.groups, cout_g = p.c_small // p.groups
     cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
     cdef Py_ssize_t pitch = _phase_copy_size(p)
@@ -1527,25 +1557,33 @@ cdef void _conv_implicit(floating *out, const floating *large, const floating *w
     cdef Py_ssize_t channels = p.panel_block * STC_GEMM_NR
     cdef Py_ssize_t channel_blocks = (cout_g + channels - 1) // channels
     cdef Py_ssize_t item, g, n, u0, c0
-    cdef floating *phased = <floating *> buf.phased
+    cdef floating *scratch = <floating *> buf.scratch
+    cdef floating *copy = NULL  # firstprivate below: initialised for -Wall
     cdef floating *panels = <floating *> buf.packed
-    # the runs of the last grid positions reach up to a tile past the copy: zeros
-    memset(phased + p.c_large * pitch, 0, STC_PHASE_TAIL * sizeof(floating))
     for g in prange(p.groups, schedule="static", num_threads=n_threads):
         if floating is float:
             stc_implicit_pack_f(panels + g * panel_size, w + g * cout_g * depth, cout_g, depth)
         else:
             stc_implicit_pack_d(panels + g * panel_size, w + g * cout_g * depth, cout_g, depth)
+    if whole_samples:
+        with parallel(num_threads=n_threads):
+            copy = scratch + threadid() * p.scratch_pitch
+            # the runs of the last grid positions reach up to a tile past the copy
+            memset(copy + p.c_large * pitch, 0, STC_PHASE_TAIL * sizeof(floating))
+            for n in prange(p.batch, schedule="dynamic"):
+                _implicit_sample(out, large, panels, bias, copy, p, n)
+        return
+    memset(scratch + p.c_large * pitch, 0, STC_PHASE_TAIL * sizeof(floating))
     # a sample at a time: its copy is still in cache when the tiles read it; threads
     # take (group, block of grid positions, block of output channels)
     for n in range(p.batch):
-        _implicit_phases(phased, large + n * p.c_large * _large_plane(p), 1, p, n_threads)
+        _implicit_phases(scratch, large + n * p.c_large * _large_plane(p), 1, p, n_threads)
         for item in prange(p.groups * blocks * channel_blocks, schedule="dynamic",
                            num_threads=n_threads):
             c0 = (item % channel_blocks) * channels
             u0 = (item // channel_blocks % blocks) * p.u_block
             g = item // (channel_blocks * blocks)
-            _implicit_conv(phased + g * cl_g * pitch, p.a_offset, depth,
+            _implicit_conv(scratch + g * cl_g * pitch, p.a_offset, depth,
                            panels + g * panel_size, cout_g,
                            bias + g * cout_g if bias != NULL else NULL,
                            out + (n * p.c_small + g * cout_g) * size, size, p.out_offset,
@@ -1681,7 +1719,7 @@ cdef void _forward(const Problem *p, const Buffers *buf, floating *out, const fl
     cdef const floating *large
     if p.column_source == IMPLICIT:
         if p.algorithm == GEMM:
-            _conv_implicit(out, x, w, bias, buf, p, n_threads)
+            _conv_implicit(out, x, w, bias, buf, p, n_threads, whole_chunks)
         else:
             _conv_grid(out, x, w, bias, <floating *> buf.scratch, p, n_threads,
                        whole_chunks)

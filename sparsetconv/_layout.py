@@ -600,7 +600,8 @@ def _implicit_layout(plan, axes):
     positions = fields["positions"]
     return Layout(
         algorithm=GEMM, chunk=fields["batch"], **fields,
-        workspace=Workspace(phased=plan.large_channels * pitch + _kernels.PHASE_TAIL,
+        # the copy is per thread (scratch): threads take whole samples when they can
+        workspace=Workspace(scratch=plan.large_channels * pitch + _kernels.PHASE_TAIL,
                             packed=plan.groups * panel_size),
         # a small plane in blocks of fewer tiles, so that two threads share it evenly
         u_block=mr * max(1, min(IMPLICIT_TILES_PER_BLOCK, -(-positions // (4 * mr)))),

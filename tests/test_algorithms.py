@@ -506,6 +506,16 @@ def test_workspaces_are_bounded_by_the_call(cfg):
                                       + _kernels.PHASE_TAIL + channels * (2 * small_plane + 32))
                 assert ws.phased == ws.packed == ws.columns == ws.product == 0
                 continue
+            if layout.column_source == _layout.IMPLICIT and direction == _layout.CONVOLVE:
+                # per thread: one sample's phase copy (at most twice its input, each
+                # phase plane skewed by under two cache lines, plus a tile); the weight
+                # as panels of whole NR output channels
+                nr = _kernels.own_gemm_tile(8)[1]
+                assert ws.scratch <= (2 * large_side[0].size + large_side.shape[1] * phases * 31
+                                      + _kernels.PHASE_TAIL)
+                assert ws.packed <= nr * w.size
+                assert ws.phased == ws.columns == ws.product == 0
+                continue
             assert ws.scratch <= math.prod(plan.geometry.large)
             if layout.column_source == _layout.IMPLICIT and direction == _layout.WEIGHT_GRADIENT:
                 # per chunk of samples: their phase copies (as the convolution's), their
@@ -519,15 +529,6 @@ def test_workspaces_are_bounded_by_the_call(cfg):
                 assert ws.packed <= chunk * math.prod(plan.geometry.small) * (
                     4 * small_side.shape[1] + 8)
                 assert ws.product <= 4 * w.size and ws.scratch == ws.columns == 0
-                continue
-            if layout.column_source == _layout.IMPLICIT:
-                # one sample's phase copy (at most twice its input, each phase plane
-                # skewed by under two cache lines, plus a tile), the weight as panels of
-                # whole NR output channels
-                nr = _kernels.own_gemm_tile(8)[1]
-                assert ws.phased <= (2 * large_side[0].size + large_side.shape[1] * phases * 31
-                                     + _kernels.PHASE_TAIL)
-                assert ws.packed <= nr * w.size and ws.columns == ws.product == 0
                 continue
             # the phase-major copy of the input, zero-padded on x by at most its row + 16
             rows = large_side.size // large_side.shape[-1]

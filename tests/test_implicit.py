@@ -132,15 +132,18 @@ def test_implicit_rule(x_shape, w_shape, kw, expected):
     ((4, 16, 301), (24, 16, 16), dict(stride=8, padding=4)),
 ])
 def test_implicit_workspace_is_bounded_by_the_call(implicit, x_shape, w_shape, kw):
-    """The phase copy holds one sample (at most twice its input, by the rule, each
-    phase plane skewed by under two cache lines, plus a tile), the panels the weight
-    padded to whole NR channels."""
+    """Each thread's phase copy holds one sample (at most twice its input, by the
+    rule, each phase plane skewed by under two cache lines, plus a tile), the panels
+    the weight padded to whole NR channels."""
     plan = _plan(x_shape, w_shape, **kw)
-    layout = _compiled.Executor(plan, "gemm").layout
-    ws = layout.workspace
+    executor = _compiled.Executor(plan, "gemm")
+    ws = executor.layout.workspace
     channels, sample = x_shape[1], np.prod(x_shape[1:])
-    phases = np.prod([axis.stride for axis in layout.axes])
+    phases = np.prod([axis.stride for axis in executor.layout.axes])
     nr = _kernels.own_gemm_tile(4)[1]
-    assert ws.phased <= 2 * sample + channels * phases * 31 + _kernels.PHASE_TAIL
+    assert ws.phased == 0
+    assert ws.scratch <= 2 * sample + channels * phases * 31 + _kernels.PHASE_TAIL
+    # a second thread adds at most its own copy (none where the work keeps one thread)
+    assert executor.workspace_bytes(2) - executor.workspace_bytes(1) in (0, ws.scratch * 4)
     assert ws.packed == -(-w_shape[0] // nr) * nr * np.prod(w_shape[1:])
     assert ws.columns == 0 and ws.product == 0
