@@ -148,36 +148,45 @@ FORWARD_BUFFERS = ("scratch", "phased", "packed", "columns", "product")
 WEIGHT_GRADIENT_BUFFERS = ("phased", "packed", "columns", "product")
 
 
-def _split(layout, n_threads, names, dtype):
-    """The threading split of a call on ``n_threads`` threads:
-    ``(n_threads, whole_chunks, ((buffer name, elements), ...), workspaces)`` with
-    ``workspaces`` the kernels' argument when every workspace is small (the same for
-    every call), else None (:func:`_workspace` per call).
+def _whole_chunks(layout, n_threads):
+    """``(whole_chunks, the buffers then held per thread)`` for ``n_threads`` threads.
 
     Threads take whole GEMM chunks (each its own single-threaded BLAS call and
     col2im, no barrier) when there are at least as many chunks as threads and BLAS
     can be told to stay single-threaded inside our threads; then the GEMM buffers
-    are per thread.  Over the phase copy, the implicit GEMM's threads take whole
-    samples, the grid convolution's whole (sample, group) items, when there are as
-    many as threads, else they share each one.  Scratch (planes, the phase copy) is
-    always per thread.
+    are per thread.  Over the phase copy, where there are as many items as threads,
+    each thread takes whole ones into a copy of its own, so that it reads the copy
+    from its own cache (a copy shared across cores scaled 1.2x on two): the implicit
+    GEMM's items are samples, the grid convolution's (sample, group) pairs (their
+    copies live in the per-thread scratch), the implicit weight gradient's chunks
+    (each thread also holds its chunk's channels-last small side and its own
+    product, summed at the end); else the threads share each item.
     """
-    implicit_conv = layout.column_source == IMPLICIT and layout.direction == CONVOLVE
-    gemm = layout.algorithm == GEMM and not implicit_conv
-    if gemm:
-        whole_chunks = (n_threads > 1 and layout.n_chunks >= n_threads
-                        and _kernels.blas_thread_hook_installed())
-    elif implicit_conv:
-        # the implicit GEMM's items are samples, the grid convolution's (sample, group)
+    if layout.column_source == IMPLICIT:
+        if layout.direction == WEIGHT_GRADIENT:
+            whole = n_threads > 1 and layout.n_chunks >= n_threads
+            return whole, ("phased", "packed", "product")
         items = layout.batch * (1 if layout.algorithm == GEMM else layout.groups)
-        whole_chunks = items >= n_threads
-    else:
-        whole_chunks = False
-    per_chunk = n_threads if whole_chunks and gemm else 1
+        return items >= n_threads, ()
+    if layout.algorithm == GEMM:
+        whole = (n_threads > 1 and layout.n_chunks >= n_threads
+                 and _kernels.blas_thread_hook_installed())
+        return whole, ("packed", "columns", "product")
+    return False, ()
+
+
+def _split(layout, n_threads, names, dtype):
+    """The threading split of a call on ``n_threads`` threads:
+    ``(n_threads, whole_chunks, ((buffer name, elements), ...), workspaces)`` with
+    ``workspaces`` the kernels' argument when every workspace is small (the same for
+    every call), else None (:func:`_workspace` per call).  ``whole_chunks`` is
+    :func:`_whole_chunks`'; scratch is always per thread.
+    """
+    whole_chunks, per_thread = _whole_chunks(layout, n_threads)
     ws = layout.workspace
-    counts = dict(scratch=ws.scratch * n_threads, phased=ws.phased,
-                  packed=ws.packed * per_chunk, columns=ws.columns * per_chunk,
-                  product=ws.product * per_chunk)
+    counts = {name: getattr(ws, name)
+              * (n_threads if name == "scratch" or (whole_chunks and name in per_thread) else 1)
+              for name in names}
     counts = tuple((name, counts[name]) for name in names)
     small = all(size <= SMALL_WORKSPACE for _, size in counts)
     workspaces = tuple(_workspace(name, size, dtype) for name, size in counts) if small else None
@@ -305,12 +314,13 @@ class WeightGradient(_Prepared):
                       + plan.geometry.kernel)
 
     def __call__(self, small, large):
-        n_threads, _, workspaces = self._workspaces()
+        n_threads, whole_chunks, workspaces = self._workspaces()
         if self._taps is None:
             return self.kernel.weight_gradient(self.shape, self.typenum, small, large,
-                                               workspaces, n_threads)
+                                               workspaces, n_threads, whole_chunks)
         # taps that meet only padding have an exact zero gradient
         out = np.zeros(self.shape, dtype=self.dtype)
         out[self._taps] = self.kernel.weight_gradient(out[self._taps].shape, self.typenum,
-                                                      small, large, workspaces, n_threads)
+                                                      small, large, workspaces, n_threads,
+                                                      whole_chunks)
         return out

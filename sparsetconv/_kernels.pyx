@@ -1438,9 +1438,10 @@ cdef class Kernel:
         return out
 
     def weight_gradient(self, tuple shape, int typenum, object small, object large,
-                        tuple workspaces, int n_threads):
+                        tuple workspaces, int n_threads, bint whole_chunks):
         """The weight gradient of (small side, large side) as a new array of ``shape``;
-        ``workspaces`` are (phased, packed, columns, product), as for :meth:`forward`."""
+        ``workspaces`` are (phased, packed, columns, product), as for :meth:`forward`,
+        ``whole_chunks`` the split's (_compiled._whole_chunks)."""
         cdef Buffers buf
         cdef void *block
         small = _c_ready(small, typenum)
@@ -1455,11 +1456,11 @@ cdef class Kernel:
         if typenum == cnp.NPY_FLOAT:
             with nogil:
                 _weight_gradient(&self.problem, &buf, <float *> o, <const float *> sp,
-                                 <const float *> lp, n_threads)
+                                 <const float *> lp, n_threads, whole_chunks)
         else:
             with nogil:
                 _weight_gradient(&self.problem, &buf, <double *> o, <const double *> sp,
-                                 <const double *> lp, n_threads)
+                                 <const double *> lp, n_threads, whole_chunks)
         free(block)
         return out
 
@@ -1768,75 +1769,137 @@ cdef void _channels_last(floating *st, const floating *small, Py_ssize_t count,
                                 min(CHANNELS_LAST_BLOCK, size - q0))
 
 
+cdef void _wgrad_implicit_rows(floating *product, const floating *phased,
+                               const floating *st, Py_ssize_t r0, Py_ssize_t r1,
+                               bint accumulate, const Problem *p,
+                               Py_ssize_t item) noexcept nogil:
+    """Piece ``item`` (group, depth_block (channel, tap) rows, grid_channels small
+    channels) of product += the small-side rows [r0, r1) of a chunk times their columns
+    (:c:func:`stc_wgrad_implicit`)."""
+    cdef Py_ssize_t cl_g = p.c_large // p.groups
+    cdef Py_ssize_t depth = cl_g * _kernel_size(p), cs_pad = p.small_channels_padded
+    cdef Py_ssize_t pitch = _phase_copy_size(p), copy_sample = p.c_large * pitch
+    cdef Py_ssize_t row_blocks = (depth + p.depth_block - 1) // p.depth_block
+    cdef Py_ssize_t channel_blocks = (cs_pad + p.grid_channels - 1) // p.grid_channels
+    cdef Py_ssize_t c0 = (item % channel_blocks) * p.grid_channels
+    cdef Py_ssize_t d0 = (item // channel_blocks % row_blocks) * p.depth_block
+    cdef Py_ssize_t g = item // (channel_blocks * row_blocks)
+    if floating is float:
+        stc_wgrad_implicit_f(product + (g * depth + d0) * cs_pad + c0, cs_pad,
+                             phased + g * cl_g * pitch, copy_sample,
+                             p.a_offset + d0, min(p.depth_block, depth - d0),
+                             st + g * cs_pad + c0, p.grid_pitch,
+                             min(p.grid_channels, cs_pad - c0), r0, r1, p.axis[0].small,
+                             p.axis[1].small, p.axis[2].small, p.axis[1].padded,
+                             p.axis[2].padded, accumulate)
+    else:
+        stc_wgrad_implicit_d(product + (g * depth + d0) * cs_pad + c0, cs_pad,
+                             phased + g * cl_g * pitch, copy_sample,
+                             p.a_offset + d0, min(p.depth_block, depth - d0),
+                             st + g * cs_pad + c0, p.grid_pitch,
+                             min(p.grid_channels, cs_pad - c0), r0, r1, p.axis[0].small,
+                             p.axis[1].small, p.axis[2].small, p.axis[1].padded,
+                             p.axis[2].padded, accumulate)
+
+
+cdef void _wgrad_implicit_chunk(floating *product, floating *phased, floating *st,
+                                const floating *small, const floating *large,
+                                Py_ssize_t first, Py_ssize_t count, bint accumulate,
+                                const Problem *p, int n_threads) noexcept nogil:
+    """Samples [first, first + count) into ``product`` (onto it, or over it unless
+    ``accumulate``): their phase copies and channels-last small side, then each block
+    of block_rows small-side rows, its pieces shared by ``n_threads`` threads."""
+    cdef Py_ssize_t cl_g = p.c_large // p.groups, cs_pad = p.small_channels_padded
+    cdef Py_ssize_t depth = cl_g * _kernel_size(p)
+    cdef Py_ssize_t row_blocks = (depth + p.depth_block - 1) // p.depth_block
+    cdef Py_ssize_t channel_blocks = (cs_pad + p.grid_channels - 1) // p.grid_channels
+    cdef Py_ssize_t items = p.groups * row_blocks * channel_blocks
+    cdef Py_ssize_t rows = count * p.axis[0].small * p.axis[1].small
+    cdef Py_ssize_t r0 = 0, r1, item
+    # the runs of the last grid positions reach up to a tile past the copies
+    memset(phased + count * p.c_large * _phase_copy_size(p), 0,
+           STC_PHASE_TAIL * sizeof(floating))
+    _implicit_phases(phased, large + first * p.c_large * _large_size(p), count, p, n_threads)
+    _channels_last(st, small + first * p.c_small * _small_size(p), count, p, n_threads)
+    while r0 < rows:
+        r1 = min(r0 + p.block_rows, rows)
+        if n_threads == 1:
+            for item in range(items):
+                _wgrad_implicit_rows(product, phased, st, r0, r1, accumulate or r0 > 0, p,
+                                     item)
+        else:
+            for item in prange(items, schedule="dynamic", num_threads=n_threads):
+                _wgrad_implicit_rows(product, phased, st, r0, r1, accumulate or r0 > 0, p,
+                                     item)
+        r0 = r1
+
+
 cdef void _weight_grad_implicit(floating *grad_w, const floating *small,
                                 const floating *large, const Buffers *buf, const Problem *p,
-                                int n_threads) noexcept nogil:
+                                int n_threads, bint whole_chunks) noexcept nogil:
     """GEMM over the phase copy (column source IMPLICIT), ``chunk`` samples at a time:
     their large side's phase copies (as the implicit convolution's: the column of
     (cl, t) is a run of it) and their small side channels-last, then for each block of
     block_rows small-side rows, product_g[(cl, t), cs] += the sum over the block's
     positions of small[cs] * column[(cl, t)] (:c:func:`stc_wgrad_implicit`: the own
-    GEMM's micro-kernel with the small side's channels along the vectors, no packing);
-    threads take pieces of depth_block (channel, tap) rows by grid_channels small
-    channels.  Finally grad_w = the product, transposed."""
-    cdef Py_ssize_t cl_g = p.c_large // p.groups, cs_g = p.c_small // p.groups
-    cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
+    GEMM's micro-kernel with the small side's channels along the vectors, no packing).
+    Finally grad_w = the product, transposed.
+
+    whole_chunks: each thread takes whole chunks into its own copy, channels-last
+    block and product (zeroed first), and the products are summed at the end, in
+    thread order; otherwise the threads share each chunk's pieces of depth_block
+    (channel, tap) rows by grid_channels small channels."""
+    cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p)
     cdef Py_ssize_t cs_pad = p.small_channels_padded
-    cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
-    cdef Py_ssize_t copy_sample = p.c_large * pitch
-    cdef Py_ssize_t oz = p.axis[0].small, oy = p.axis[1].small, ox = p.axis[2].small
-    cdef Py_ssize_t py = p.axis[1].padded, px = p.axis[2].padded
-    cdef Py_ssize_t row_blocks = (depth + p.depth_block - 1) // p.depth_block
-    cdef Py_ssize_t channel_blocks = (cs_pad + p.grid_channels - 1) // p.grid_channels
-    cdef Py_ssize_t items = p.groups * row_blocks * channel_blocks
-    cdef Py_ssize_t first, count, r0, r1, rows, item, g, d0, c0
-    cdef int accumulate
-    cdef floating *phased = <floating *> buf.phased
-    cdef floating *st = <floating *> buf.packed
-    cdef floating *product = <floating *> buf.product
+    cdef Py_ssize_t phased_len = p.chunk * p.c_large * _phase_copy_size(p) + STC_PHASE_TAIL
+    cdef Py_ssize_t packed_len = p.chunk * _small_size(p) * p.grid_pitch
+    cdef Py_ssize_t product_len = p.groups * depth * cs_pad
+    cdef Py_ssize_t n_chunks = (p.batch + p.chunk - 1) // p.chunk
+    cdef Py_ssize_t first, item, i, t, tid = 0
+    cdef floating total
+    cdef floating *phased_all = <floating *> buf.phased
+    cdef floating *st_all = <floating *> buf.packed
+    cdef floating *product_all = <floating *> buf.product
+    # firstprivate in the parallel block below: initialised for -Wall
+    cdef floating *phased = NULL
+    cdef floating *st = NULL
+    cdef floating *product = NULL
     if p.batch == 0:
         memset(grad_w, 0, p.c_small * depth * sizeof(floating))
         return
-    first = 0
-    while first < p.batch:
-        count = min(p.chunk, p.batch - first)
-        memset(phased + count * copy_sample, 0, STC_PHASE_TAIL * sizeof(floating))
-        _implicit_phases(phased, large + first * p.c_large * plane_in, count, p, n_threads)
-        _channels_last(st, small + first * p.c_small * size, count, p, n_threads)
-        rows = count * oz * oy
-        r0 = 0
-        while r0 < rows:
-            r1 = min(r0 + p.block_rows, rows)
-            accumulate = first > 0 or r0 > 0
-            for item in prange(items, schedule="dynamic", num_threads=n_threads):
-                c0 = (item % channel_blocks) * p.grid_channels
-                d0 = (item // channel_blocks % row_blocks) * p.depth_block
-                g = item // (channel_blocks * row_blocks)
-                if floating is float:
-                    stc_wgrad_implicit_f(product + (g * depth + d0) * cs_pad + c0, cs_pad,
-                                         phased + g * cl_g * pitch, copy_sample,
-                                         p.a_offset + d0, min(p.depth_block, depth - d0),
-                                         st + g * cs_pad + c0, p.grid_pitch,
-                                         min(p.grid_channels, cs_pad - c0), r0, r1, oz, oy,
-                                         ox, py, px, accumulate)
-                else:
-                    stc_wgrad_implicit_d(product + (g * depth + d0) * cs_pad + c0, cs_pad,
-                                         phased + g * cl_g * pitch, copy_sample,
-                                         p.a_offset + d0, min(p.depth_block, depth - d0),
-                                         st + g * cs_pad + c0, p.grid_pitch,
-                                         min(p.grid_channels, cs_pad - c0), r0, r1, oz, oy,
-                                         ox, py, px, accumulate)
-            r0 = r1
-        first = first + count
-    _product_into_weight(grad_w, product, cs_pad, p, n_threads)
+    if whole_chunks:
+        with parallel(num_threads=n_threads):
+            tid = threadid()
+            phased = phased_all + tid * phased_len
+            st = st_all + tid * packed_len
+            product = product_all + tid * product_len
+            memset(product, 0, product_len * sizeof(floating))
+            # static: each thread's share of the sum is the same from call to call
+            for item in prange(n_chunks, schedule="static"):
+                first = item * p.chunk
+                _wgrad_implicit_chunk(product, phased, st, small, large, first,
+                                      min(p.chunk, p.batch - first), True, p, 1)
+        if n_threads > 1:
+            for i in prange(product_len, schedule="static", num_threads=n_threads):
+                total = product_all[i]
+                for t in range(1, n_threads):
+                    total = total + product_all[t * product_len + i]
+                product_all[i] = total
+    else:
+        first = 0
+        while first < p.batch:
+            _wgrad_implicit_chunk(product_all, phased_all, st_all, small, large, first,
+                                  min(p.chunk, p.batch - first), first > 0, p, n_threads)
+            first = first + p.chunk
+    _product_into_weight(grad_w, product_all, cs_pad, p, n_threads)
 
 
 cdef void _weight_gradient(const Problem *p, const Buffers *buf, floating *grad_w,
                            const floating *small, const floating *large_in,
-                           int n_threads) noexcept nogil:
+                           int n_threads, bint whole_chunks) noexcept nogil:
     cdef const floating *large
     if p.column_source == IMPLICIT:
-        _weight_grad_implicit(grad_w, small, large_in, buf, p, n_threads)
+        _weight_grad_implicit(grad_w, small, large_in, buf, p, n_threads, whole_chunks)
         return
     if p.algorithm == GEMM and p.column_source != IM2COL:
         _direct_columns_weight_gradient(grad_w, small, large_in, p, n_threads)

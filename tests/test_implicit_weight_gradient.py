@@ -115,6 +115,36 @@ def test_implicit_weight_gradient_larger_layers(implicit, transposed, x_shape, w
                 assert_matches(gradient(small.astype(dtype), large.astype(dtype)), want)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kw, whole", [
+    # three chunks of 4 samples (the last one short): two threads take whole chunks
+    ((9, 32, 16, 16), (32, 16, 3, 3), dict(stride=2, padding=1, output_padding=1), True),
+    ((5, 16, 24, 40), (16, 12, 3, 5), dict(stride=1, padding=(2, 1), groups=2,
+                                          dilation=(1, 2)), True),
+    # one chunk: the threads share its pieces
+    ((2, 32, 16, 16), (32, 16, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
+])
+def test_implicit_weight_gradient_threads_take_whole_chunks(implicit, x_shape, w_shape, kw,
+                                                             whole):
+    """With as many chunks as threads, each thread reduces whole chunks into a product of
+    its own and the products are summed; with fewer, the threads share each chunk.
+    Against the sparse matrix's weight gradient, at two threads."""
+    rng = np.random.default_rng(sum(x_shape))
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        plan = _plan(True, x_shape, w_shape, dtype, **kw)
+        gradient, source = _gradient(plan)
+        assert source == _layout.IMPLICIT
+        g = rng.standard_normal(plan.output_shape).astype(dtype)
+        want = stc.conv_transpose_backward(g.astype(np.float64), x.astype(np.float64),
+                                           w.astype(np.float64), backend="sparse", **kw)[1]
+        with stc.threads(2):
+            n_threads, whole_chunks, _ = gradient._workspaces()
+            assert n_threads == 2 and whole_chunks == whole
+            assert gradient.layout.n_chunks >= 2 if whole else gradient.layout.n_chunks == 1
+            assert_matches(gradient(x, g), want)
+
+
 def test_implicit_weight_gradient_blocks_and_chunks(implicit):
     """What the larger layers above exercise: several reduction blocks of one sample,
     several samples per block, pieces split both ways."""
