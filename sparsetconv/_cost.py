@@ -22,7 +22,8 @@ from math import prod
 from . import _kernels
 from ._layout import (CONVOLVE, IM2COL, TRANSPOSE, WHOLE_INPUT, _padded_extents,
                       block_rows_per_gemm, column_elements, column_source, forward_chunk,
-                      grid_convolution, implicit_convolution, implicit_extents)
+                      grid_convolution, implicit_convolution, implicit_extents,
+                      implicit_tiling)
 
 __all__ = ["gemm_seconds", "direct_seconds", "gemm_counts", "direct_counts"]
 
@@ -123,19 +124,20 @@ class _Counts:
 
 def implicit_counts(plan):
     """The units of work of an implicit convolution (``_layout.implicit_convolution``),
-    in CONVOLUTION_GEMM's units: the micro-kernel's multiply-adds over the padded grid
-    and the channels padded to whole NR panels, the phase copy (as large-side
+    in CONVOLUTION_GEMM's units: the micro-kernel's multiply-adds over the positions its
+    tiles compute (``_layout.implicit_tiling``) and the channels padded to whole NR panels, the phase copy (as large-side
     elements), the outputs, the weight panels swept once per sample, and the tiles."""
     c = _Counts(plan)
-    positions, copied = implicit_extents(plan)
-    mr, nr = _kernels.own_gemm_tile(plan.dtype.itemsize)
+    copied = implicit_extents(plan)[1]
+    _, positions, tiles = implicit_tiling(plan)
+    nr = _kernels.own_gemm_tile(plan.dtype.itemsize)[1]
     channels = _ceil_div(c.c_small, nr) * nr
     n_groups = c.batch * c.groups
     return dict(mac=n_groups * positions * channels * c.c_large * c.taps,
                 column_row=0, column_element=0, small_element=c.small_elements,
                 large_element=c.batch * plan.large_channels * copied,
                 weight_read=n_groups * c.c_small * c.c_large * c.taps, call=0,
-                tile=n_groups * _ceil_div(positions, mr) * _ceil_div(c.c_small, nr))
+                tile=n_groups * tiles * _ceil_div(c.c_small, nr))
 
 
 def gemm_counts(plan):

@@ -82,6 +82,8 @@ cdef struct Problem:
     Py_ssize_t phase_pitch      # elements from one phase plane of the copy to the next
     Py_ssize_t u_block
     Py_ssize_t panel_block
+    bint row_tiles              # GEMM IMPLICIT: the tiles start at each output row, and
+                                # u_block counts (z, y) rows (see _layout.implicit_tiling)
     Py_ssize_t scratch_pitch    # elements of scratch each thread owns (Workspace.scratch)
     # DIRECT IMPLICIT only: each output channel's grid is grid_pitch elements (whole
     # vectors); a pass computes grid_channels output channels (a multiple of

@@ -1399,6 +1399,7 @@ cdef class Kernel:
         self.problem.phase_pitch = layout.phase_pitch
         self.problem.u_block = layout.u_block
         self.problem.panel_block = layout.panel_block
+        self.problem.row_tiles = layout.row_tiles
         self.problem.scratch_pitch = layout.workspace.scratch
         self.problem.grid_pitch = layout.grid_pitch
         self.problem.grid_channels = layout.grid_channels
@@ -1517,6 +1518,34 @@ cdef inline void _implicit_conv(const floating *a, const Py_ssize_t *a_offset,
                             out_offset, u_begin, u_end, c_begin, c_end)
 
 
+cdef inline Py_ssize_t _implicit_units(const Problem *p) noexcept nogil:
+    """What the implicit convolution's blocks count: output (z, y) rows where the tiles
+    start at each row, else grid positions."""
+    if p.row_tiles:
+        return p.axis[0].small * p.axis[1].small
+    return p.positions
+
+
+cdef void _implicit_block(const floating *copy, const floating *panels, Py_ssize_t cout,
+                          const floating *bias, floating *out, Py_ssize_t begin,
+                          Py_ssize_t end, Py_ssize_t c_begin, Py_ssize_t c_end,
+                          const Problem *p) noexcept nogil:
+    """Units [begin, end) (:func:`_implicit_units`) of one sample and group, output
+    channels [c_begin, c_end) of its ``cout``."""
+    cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p), size = _small_size(p)
+    cdef Py_ssize_t oy = p.axis[1].small, ox = p.axis[2].small
+    cdef Py_ssize_t py = p.axis[1].padded, px = p.axis[2].padded
+    cdef Py_ssize_t row, u0
+    if not p.row_tiles:
+        _implicit_conv(copy, p.a_offset, depth, panels, cout, bias, out, size, p.out_offset,
+                       begin, end, c_begin, c_end)
+        return
+    for row in range(begin, end):
+        u0 = ((row // oy) * py + row % oy) * px
+        _implicit_conv(copy, p.a_offset, depth, panels, cout, bias, out, size, p.out_offset,
+                       u0, u0 + ox, c_begin, c_end)
+
+
 cdef void _implicit_sample(floating *out, const floating *large, const floating *panels,
                            const floating *bias, floating *copy, const Problem *p,
                            Py_ssize_t n) noexcept nogil:
@@ -1526,19 +1555,15 @@ cdef void _implicit_sample(floating *out, const floating *large, const floating 
     cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
     cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
     cdef Py_ssize_t panel_size = (cout_g + STC_GEMM_NR - 1) // STC_GEMM_NR * STC_GEMM_NR * depth
-    cdef Py_ssize_t channel, g, u0
+    cdef Py_ssize_t channel, g
     large = large + n * p.c_large * _large_plane(p)
     for channel in range(p.c_large):
         _phase_copy(copy + channel * pitch, large + channel * plane_in, p)
     for g in range(p.groups):
-        u0 = 0
-        while u0 < p.positions:
-            _implicit_conv(copy + g * cl_g * pitch, p.a_offset, depth,
-                           panels + g * panel_size, cout_g,
-                           bias + g * cout_g if bias != NULL else NULL,
-                           out + (n * p.c_small + g * cout_g) * size, size, p.out_offset,
-                           u0, min(u0 + p.u_block, p.positions), 0, cout_g)
-            u0 += p.u_block
+        _implicit_block(copy + g * cl_g * pitch, panels + g * panel_size, cout_g,
+                        bias + g * cout_g if bias != NULL else NULL,
+                        out + (n * p.c_small + g * cout_g) * size, 0, _implicit_units(p),
+                        0, cout_g, p)
 
 
 cdef void _conv_implicit(floating *out, const floating *large, const floating *w,
@@ -1554,7 +1579,8 @@ cdef void _conv_implicit(floating *out, const floating *large, const floating *w
     cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
     cdef Py_ssize_t pitch = _phase_copy_size(p)
     cdef Py_ssize_t panel_size = (cout_g + STC_GEMM_NR - 1) // STC_GEMM_NR * STC_GEMM_NR * depth
-    cdef Py_ssize_t blocks = (p.positions + p.u_block - 1) // p.u_block
+    cdef Py_ssize_t units = _implicit_units(p)
+    cdef Py_ssize_t blocks = (units + p.u_block - 1) // p.u_block
     cdef Py_ssize_t channels = p.panel_block * STC_GEMM_NR
     cdef Py_ssize_t channel_blocks = (cout_g + channels - 1) // channels
     cdef Py_ssize_t item, g, n, u0, c0
@@ -1584,12 +1610,10 @@ cdef void _conv_implicit(floating *out, const floating *large, const floating *w
             c0 = (item % channel_blocks) * channels
             u0 = (item // channel_blocks % blocks) * p.u_block
             g = item // (channel_blocks * blocks)
-            _implicit_conv(scratch + g * cl_g * pitch, p.a_offset, depth,
-                           panels + g * panel_size, cout_g,
-                           bias + g * cout_g if bias != NULL else NULL,
-                           out + (n * p.c_small + g * cout_g) * size, size, p.out_offset,
-                           u0, min(u0 + p.u_block, p.positions), c0,
-                           min(c0 + channels, cout_g))
+            _implicit_block(scratch + g * cl_g * pitch, panels + g * panel_size, cout_g,
+                            bias + g * cout_g if bias != NULL else NULL,
+                            out + (n * p.c_small + g * cout_g) * size, u0,
+                            min(u0 + p.u_block, units), c0, min(c0 + channels, cout_g), p)
 
 
 cdef enum:

@@ -94,6 +94,7 @@ class Layout:
     phase_pitch: int = 0
     u_block: int = 0
     panel_block: int = 0
+    row_tiles: bool = False
     # DIRECT IMPLICIT only
     grid_pitch: int = 0
     grid_channels: int = 0
@@ -514,12 +515,35 @@ def implicit_convolution(plan):
         return False
     depth = (plan.large_channels // plan.groups) * prod(g.kernel)
     weight_bytes = (plan.small_channels // plan.groups) * depth * plan.dtype.itemsize
-    positions, copy = implicit_extents(plan)
+    copy = implicit_extents(plan)[1]
+    positions = implicit_tiling(plan)[1]
     replication = prod(g.kernel) * prod(g.small) / prod(g.large)
     return (weight_bytes <= IMPLICIT_MAX_WEIGHT_BYTES
             and replication >= IMPLICIT_MIN_REPLICATION
             and positions <= IMPLICIT_MAX_WASTE * prod(g.small)
             and copy <= 2 * prod(g.large))
+
+
+def implicit_tiling(plan):
+    """How the implicit convolution's tiles cover one sample's padded grid:
+    ``(row_tiles, computed positions, tiles)``.
+
+    Along the grid (row_tiles False) the tiles run on through the padded rows' tails,
+    which are computed and dropped; row by row (True) each output row starts a tile and
+    its last one is cut to a vector or a whole tile, so nothing of the tails but that
+    rounding is computed.  Whichever computes fewer positions: rows of a multiple of
+    the tile (a dilated 32-wide layer: 1024 positions against the grid's 1148), the
+    grid where rows are short (12-wide rows, 16 each against the grid's 14 % tails)."""
+    g = plan.geometry.lifted(3)
+    mr, _ = _kernels.own_gemm_tile(plan.dtype.itemsize)
+    lanes = 64 // plan.dtype.itemsize
+    positions = implicit_extents(plan)[0]
+    rows, ox = g.small[0] * g.small[1], g.small[2]
+    whole, rest = divmod(ox, mr)
+    row_positions = whole * mr + (0 if rest == 0 else lanes if rest <= lanes else mr)
+    if rows * row_positions < positions:
+        return True, rows * row_positions, rows * (whole + (rest > 0))
+    return False, positions, -(-positions // mr)
 
 
 def _odd_lines_pitch(elements, itemsize, min_bytes):
@@ -597,14 +621,21 @@ def _implicit_layout(plan, axes):
     cout_g = plan.small_channels // plan.groups
     depth = fields["a_offset"].size
     panel_size = -(-cout_g // nr) * nr * depth
-    positions = fields["positions"]
+    row_tiles, _, tiles = implicit_tiling(plan)
+    # a small plane in blocks of fewer tiles, so that two threads share it evenly; the
+    # blocks are of grid positions, or of output rows where the tiles start at each row
+    tiles_per_block = max(1, min(IMPLICIT_TILES_PER_BLOCK, -(-tiles // 4)))
+    if row_tiles:
+        rows = prod(plan.geometry.lifted(3).small[:2])
+        u_block = max(1, tiles_per_block * rows // tiles)
+    else:
+        u_block = mr * tiles_per_block
     return Layout(
         algorithm=GEMM, chunk=fields["batch"], **fields,
         # the copy is per thread (scratch): threads take whole samples when they can
         workspace=Workspace(scratch=plan.large_channels * pitch + _kernels.PHASE_TAIL,
                             packed=plan.groups * panel_size),
-        # a small plane in blocks of fewer tiles, so that two threads share it evenly
-        u_block=mr * max(1, min(IMPLICIT_TILES_PER_BLOCK, -(-positions // (4 * mr)))),
+        row_tiles=row_tiles, u_block=u_block,
         panel_block=max(1, IMPLICIT_PANEL_BYTES // (depth * nr * plan.dtype.itemsize)),
     )
 

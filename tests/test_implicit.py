@@ -92,6 +92,42 @@ def test_implicit_larger_layers(either, x_shape, w_shape, kw):
                 assert_matches(executor(x, w, b), want)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kw, row_tiles", [
+    # 32-wide output rows (one whole tile each) against a 36-wide padded grid
+    ((3, 8, 36, 36), (16, 8, 3, 3), dict(dilation=2), True),
+    # 48-wide rows: a whole tile and a one-vector tile each (against 50 of the grid);
+    # one sample (threads share its blocks of rows), groups
+    ((1, 16, 42, 50), (32, 8, 3, 3), dict(padding=0, groups=2), True),
+    # 32-wide rows of a stride-2 3-D layer
+    ((2, 8, 8, 10, 64), (16, 8, 3, 3, 3), dict(stride=2, padding=1), True),
+    # 12-wide rows: a vector each would compute more than the grid's tails
+    ((2, 8, 24, 32, 24), (16, 8, 3, 3, 3), dict(stride=2, padding=1), False),
+])
+def test_implicit_tiles_by_rows_or_along_the_grid(implicit, x_shape, w_shape, kw, row_tiles):
+    """Where output rows start whole tiles with less rounding than the grid's tails
+    cost, the tiles start at each row (_layout.implicit_tiling); both ways against the
+    sparse matrix, one and two threads."""
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    # the sparse matrix (the plain-loop reference is too slow at these sizes)
+    want = stc.conv(x, w, b, backend="sparse", **kw)
+    for dtype in (np.float32, np.float64):
+        plan = _plan(x_shape, w_shape, dtype, **kw)
+        executor = _compiled.Executor(plan, "gemm")
+        assert executor.layout.column_source == _layout.IMPLICIT
+        assert executor.layout.row_tiles == row_tiles
+        computed = _layout.implicit_tiling(plan)[1]
+        assert computed <= _layout.implicit_extents(plan)[0]
+        assert computed >= np.prod(plan.geometry.small)
+        for threads in (1, 2):
+            with stc.threads(threads):
+                assert executor._workspaces()[0] == threads
+                assert_matches(executor(x.astype(dtype), w.astype(dtype), b.astype(dtype)),
+                               want)
+
+
 def _plan(x_shape, w_shape, dtype=np.float32, **kw):
     return make_plan(False, None, x_shape, np.dtype(dtype), w_shape, np.dtype(dtype), None,
                      None, kw.get("stride", 1), kw.get("padding", 0), 0, kw.get("groups", 1),
