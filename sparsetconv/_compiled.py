@@ -169,7 +169,11 @@ def _whole_chunks(layout, n_threads):
         items = layout.batch * (1 if layout.algorithm == GEMM else layout.groups)
         return items >= n_threads, ()
     if layout.algorithm == GEMM:
-        whole = (n_threads > 1 and layout.n_chunks >= n_threads
+        # a transposed sample run a block of rows at a time adds into one set of
+        # output planes, which the threads share by channels
+        by_rows = (layout.direction == TRANSPOSE
+                   and layout.block_rows < layout.axes[0].small * layout.axes[1].small)
+        whole = (not by_rows and n_threads > 1 and layout.n_chunks >= n_threads
                  and _kernels.blas_thread_hook_installed())
         return whole, ("packed", "columns", "product")
     return False, ()

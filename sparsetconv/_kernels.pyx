@@ -475,26 +475,14 @@ cdef void _transpose_plane(
     cdef Py_ssize_t small_size = sz * sy * sx, kernel_size = kz * ky * kx
     cdef Py_ssize_t n = plane // c_out, co = plane % c_out
     cdef Py_ssize_t g = co // cout_g, col = co % cout_g
-    cdef Py_ssize_t cil, ci, tz, ty, iz, y0, rows, oz, oy, phases
+    cdef Py_ssize_t cil, ci, tz, ty, iz, y0, rows
     cdef floating *dst
     cdef const floating *src
     cdef const floating *wrow
     cdef floating bias_value = bias[co] if bias != NULL else 0
     memset(scratch, 0, lz * z_stride * sizeof(floating))
     if p.algorithm == GEMM:
-        for tz in range(kz):
-            for ty in range(ky):
-                y0 = ay.first[ty]
-                rows = ay.stop[ty] - y0
-                if rows <= 0:
-                    continue
-                # rows (col, tz, ty, 0..kx) of this group's columns, cols_ld apart
-                src = (cols + (g * cout_g * kernel_size + ((col * kz + tz) * ky + ty) * kx)
-                       * cols_ld + cols_sample * small_size + y0 * sx)
-                for iz in range(az.first[tz], az.stop[tz]):
-                    _block_add(scratch + (az.offset[tz] + iz) * z_stride
-                               + (ay.offset[ty] + y0) * lx,
-                               lx, src + iz * sy * sx, cols_ld, rows, ax)
+        _col2im_rows(scratch, cols + cols_sample * small_size, cols_ld, 0, sz * sy, p, co)
     else:
         for cil in range(cin_g):
             ci = g * cin_g + cil
@@ -513,8 +501,51 @@ cdef void _transpose_plane(
                             _block_axpy(dst, lx, src, rows, wrow, ax)
                         else:
                             _block_outer_axpy(dst, lx, src, rows, wrow, ax)
-    # the scratch's x axis is phase-major with the x stride, natural for KERNEL_ROWS
-    phases = 1 if p.algorithm == KERNEL_ROWS else ax.stride
+    _plane_out(out, scratch, p, plane, 1 if p.algorithm == KERNEL_ROWS else ax.stride,
+               bias_value)
+
+
+cdef void _col2im_rows(floating *scratch, const floating *cols, Py_ssize_t cols_ld,
+                       Py_ssize_t r_begin, Py_ssize_t r_end, const Problem *p,
+                       Py_ssize_t co) noexcept nogil:
+    """col2im of output channel ``co`` for the small-side (z, y) rows [r_begin, r_end):
+    their columns (rows (channel, taps) cols_ld apart, a row's sx positions after the
+    previous row's, from ``cols`` on) added into the channel's phase-major plane."""
+    cdef const Axis *az = &p.axis[0]
+    cdef const Axis *ay = &p.axis[1]
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t lx = ax.large, z_stride = ay.large * ax.large
+    cdef Py_ssize_t sx = ax.small, sy = ay.small
+    cdef Py_ssize_t kz = az.kernel, ky = ay.kernel, kx = ax.kernel
+    cdef Py_ssize_t kernel_size = kz * ky * kx, cout_g = p.c_large // p.groups
+    cdef Py_ssize_t g = co // cout_g, col = co % cout_g
+    cdef Py_ssize_t tz, ty, iz, y0, y1
+    cdef const floating *src
+    for tz in range(kz):
+        for ty in range(ky):
+            if ay.stop[ty] <= ay.first[ty]:
+                continue
+            # rows (col, tz, ty, 0..kx) of this group's columns, cols_ld apart
+            src = cols + (g * cout_g * kernel_size + ((col * kz + tz) * ky + ty) * kx) * cols_ld
+            for iz in range(az.first[tz], az.stop[tz]):
+                # the input rows of plane iz that tap ty reaches, within the block
+                y0 = max(ay.first[ty], r_begin - iz * sy)
+                y1 = min(ay.stop[ty], r_end - iz * sy)
+                if y1 <= y0:
+                    continue
+                _block_add(scratch + (az.offset[tz] + iz) * z_stride + (ay.offset[ty] + y0) * lx,
+                           lx, src + (iz * sy + y0 - r_begin) * sx, cols_ld, y1 - y0, ax)
+
+
+cdef void _plane_out(floating *out, const floating *scratch, const Problem *p,
+                     Py_ssize_t plane, Py_ssize_t phases, floating bias_value) noexcept nogil:
+    """Output plane ``plane`` from its scratch, whose x axis is phase-major with
+    ``phases`` phases (1: natural), plus the bias."""
+    cdef const Axis *az = &p.axis[0]
+    cdef const Axis *ay = &p.axis[1]
+    cdef const Axis *ax = &p.axis[2]
+    cdef Py_ssize_t lx = ax.large, ly = ay.large, lz = az.large, z_stride = ly * lx
+    cdef Py_ssize_t oz, oy
     for oz in range(lz):
         for oy in range(ly):
             _gather_row(out + ((plane * lz + oz) * ly + oy) * lx,
@@ -566,6 +597,41 @@ cdef void _columns(floating *cols, const floating *x, floating *packed, floating
                   0, cols, <int> width, rows * width, p.groups, n_threads)
 
 
+cdef void _transpose_gemm_by_rows(floating *out, const floating *x, floating *w,
+                                  const floating *bias, const Buffers *buf,
+                                  const Problem *p, int n_threads) noexcept nogil:
+    """GEMM + col2im of one sample at a time, block_rows small-side rows at a time
+    (its columns would exceed the cap): each block's columns added into the sample's
+    phase-major output planes (``buf.phased``; threads own channels), which then
+    become the output."""
+    cdef Py_ssize_t c_out = p.c_large, plane_len = _large_size(p), size = _small_size(p)
+    cdef Py_ssize_t rows = p.axis[0].small * p.axis[1].small, sx = p.axis[2].small
+    cdef Py_ssize_t cin_g = p.c_small // p.groups
+    cdef Py_ssize_t depth = (c_out // p.groups) * _kernel_size(p)
+    cdef Py_ssize_t n, co, row0, block, width
+    cdef floating *planes = <floating *> buf.phased
+    cdef floating *cols = <floating *> buf.columns
+    for n in range(p.batch):
+        for co in prange(c_out, schedule="static", num_threads=n_threads):
+            memset(planes + co * plane_len, 0, plane_len * sizeof(floating))
+        row0 = 0
+        while row0 < rows:
+            block = min(p.block_rows, rows - row0)
+            width = block * sx
+            # column-major cols^T (width x depth) = X_block^T @ W_g: the block's
+            # positions of each input channel are contiguous, size apart
+            _grouped_gemm(b'N', b'T', <int> width, <int> depth, <int> cin_g,
+                          <floating *> x + n * p.c_small * size + row0 * sx, <int> size,
+                          cin_g * size, w, <int> depth, cin_g * depth,
+                          0, cols, <int> width, depth * width, p.groups, n_threads)
+            for co in prange(c_out, schedule="static", num_threads=n_threads):
+                _col2im_rows(planes + co * plane_len, cols, width, row0, row0 + block, p, co)
+            row0 = row0 + block
+        for co in prange(c_out, schedule="static", num_threads=n_threads):
+            _plane_out(out, planes + co * plane_len, p, n * c_out + co, p.axis[2].stride,
+                       bias[co] if bias != NULL else 0)
+
+
 cdef void _transpose_gemm(floating *out, const floating *x, floating *w,
                           const floating *bias, const Buffers *buf, const Problem *p,
                           int n_threads, bint whole_chunks) noexcept nogil:
@@ -590,6 +656,9 @@ cdef void _transpose_gemm(floating *out, const floating *x, floating *w,
     cdef floating *packed = NULL
     cdef floating *scratch = NULL
     cdef int previous = 0
+    if p.block_rows < p.axis[0].small * p.axis[1].small:
+        _transpose_gemm_by_rows(out, x, w, bias, buf, p, n_threads)
+        return
     if whole_chunks:
         with parallel(num_threads=n_threads):
             if _blas_set_local != NULL:

@@ -435,14 +435,15 @@ def _transposed_plan(x_shape, w_shape, **kw):
 
 def test_column_cap_applies_only_where_columns_are_built(monkeypatch):
     """The GEMM's column cap refuses the transposed convolution, which builds col2im
-    columns, but not the weight gradient of the same layer that runs over the phase
-    copy (FCN-32s in float64 was refused and ran 7x slower by DIRECT)."""
+    columns (here even one row's exceed it), but not the weight gradient of the same
+    layer that runs over the phase copy (FCN-32s in float64 was refused and ran 7x
+    slower by DIRECT)."""
     plan = _transposed_plan((2, 16, 6, 6), (16, 4, 4, 4), stride=2, padding=1)
     assert _layout.implicit_weight_gradient(plan)
     monkeypatch.setattr(_layout, "GEMM_MAX_COLUMN_BYTES", 1024)
     _layout._build_layout.cache_clear()
     try:
-        with pytest.raises(ValueError, match="of columns per sample"):
+        with pytest.raises(ValueError, match="of columns per row"):
             _compiled.Executor(plan, "gemm")
         gradient = _compiled.WeightGradient(plan, "gemm")
         assert gradient.layout.column_source == _layout.IMPLICIT
@@ -456,6 +457,51 @@ def test_column_cap_applies_only_where_columns_are_built(monkeypatch):
         _layout._build_layout.cache_clear()
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((2, 3, 7, 5), (3, 4, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+    ((1, 4, 5, 9), (4, 3, 3, 6), dict(stride=(1, 3), padding=(0, 2), dilation=(2, 1))),
+    ((2, 4, 3, 3, 5), (4, 2, 2, 3, 2), dict(stride=(1, 2, 2), padding=(0, 1, 1), groups=2,
+                                             dilation=(2, 1, 1))),
+])
+def test_transposed_gemm_in_blocks_of_rows(monkeypatch, x_shape, w_shape, kw):
+    """A transposed convolution whose sample's columns exceed the cap runs GEMM + col2im
+    a block of input rows at a time (a short last block here), adding each into the
+    sample's output planes: against the plain-loop reference, both dtypes, 1 and 2
+    threads (the threads share each GEMM and own channels in col2im).  (A 1-D sample
+    is one row: its columns either fit or are refused.)"""
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[1] * kw.get("groups", 1))
+    want = conv_transpose_reference(x, w, b, kw.get("stride", 1), kw.get("padding", 0),
+                                    kw.get("output_padding", 0), kw.get("groups", 1),
+                                    kw.get("dilation", 1))
+    for dtype in (np.float32, np.float64):
+        plan = make_plan(True, None, x_shape, np.dtype(dtype), w_shape, np.dtype(dtype),
+                         b.shape, np.dtype(dtype), kw.get("stride", 1), kw.get("padding", 0),
+                         kw.get("output_padding", 0), kw.get("groups", 1),
+                         kw.get("dilation", 1), None)
+        rows = int(np.prod(plan.geometry.lifted(3).small[:2]))
+        # room for two rows' columns, not the sample's
+        cap = 2 * _layout.row_column_bytes(plan) + 1
+        monkeypatch.setattr(_layout, "GEMM_MAX_COLUMN_BYTES", cap)
+        _layout._build_layout.cache_clear()
+        try:
+            executor = _compiled.Executor(plan, "gemm")
+            assert executor.layout.block_rows == 2 < rows and rows % 2 == 1
+            ws = executor.layout.workspace
+            assert ws.columns * np.dtype(dtype).itemsize <= cap
+            assert ws.phased == np.prod(plan.output_shape[1:]) and ws.scratch == 0
+            executor.max_threads = 2  # too little work to take a second thread itself
+            for threads in (1, 2):
+                with stc.threads(threads):
+                    assert_matches(executor(x.astype(dtype), w.astype(dtype), b.astype(dtype)),
+                                   want)
+        finally:
+            monkeypatch.undo()
+            _layout._build_layout.cache_clear()
+
+
 def test_algorithms_refuse_outside_their_domain():
     dilated = _transposed_plan((1, 2, 5, 5), (2, 2, 3, 3), dilation=(1, 2))
     with pytest.raises(ValueError, match="kernel-rows algorithm needs dilation 1"):
@@ -466,14 +512,16 @@ def test_algorithms_refuse_outside_their_domain():
         _compiled.Executor(conv, "kernel_rows")
     with pytest.raises(ValueError, match="transposed convolutions only"):
         _compiled.WeightGradient(conv, "kernel_rows")
-    # FCN-32s in float64: 168 MiB of GEMM columns for one sample
-    fcn = _transposed_plan((1, 21, 16, 16), (21, 21, 64, 64), stride=32, padding=16)
-    with pytest.raises(ValueError, match="168 MiB of columns per sample"):
-        _compiled.Executor(fcn, "gemm")
+    # FCN-32s' kernel on a 1 x 2048 input, float64: 672 MiB of GEMM columns for its
+    # one row (32 of the kernel's 64 rows reach the output; FCN-32s itself, 168 MiB
+    # for 16 rows, runs 12 rows at a time)
+    wide = _transposed_plan((1, 21, 1, 2048), (21, 21, 64, 64), stride=32, padding=16)
+    with pytest.raises(ValueError, match="672 MiB of columns per row"):
+        _compiled.Executor(wide, "gemm")
     with pytest.raises(ValueError, match="algorithm must be one of"):
-        _compiled.Executor(fcn, "winograd")
+        _compiled.Executor(wide, "winograd")
     # ... and auto never picks what the domain refuses
-    assert _compiled.Executor(fcn).algorithm != _layout.GEMM
+    assert _compiled.Executor(wide).algorithm != _layout.GEMM
     assert _compiled.Executor(dilated).algorithm != _layout.KERNEL_ROWS
 
 
