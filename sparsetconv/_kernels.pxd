@@ -82,8 +82,9 @@ cdef struct Problem:
     Py_ssize_t phase_pitch      # elements from one phase plane of the copy to the next
     Py_ssize_t u_block
     Py_ssize_t panel_block
-    bint row_tiles              # GEMM IMPLICIT: the tiles start at each output row, and
-                                # u_block counts (z, y) rows (see _layout.implicit_tiling)
+    int tile_restart            # GEMM IMPLICIT: the tiles run along the grid (0), or start
+                                # at each output z-plane (1) or (z, y) row (2), which
+                                # u_block then counts (see _layout.implicit_tiling)
     Py_ssize_t scratch_pitch    # elements of scratch each thread owns (Workspace.scratch)
     # DIRECT IMPLICIT only: each output channel's grid is grid_pitch elements (whole
     # vectors); a pass computes grid_channels output channels (a multiple of

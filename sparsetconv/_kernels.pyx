@@ -1468,7 +1468,7 @@ cdef class Kernel:
         self.problem.phase_pitch = layout.phase_pitch
         self.problem.u_block = layout.u_block
         self.problem.panel_block = layout.panel_block
-        self.problem.row_tiles = layout.row_tiles
+        self.problem.tile_restart = layout.tile_restart
         self.problem.scratch_pitch = layout.workspace.scratch
         self.problem.grid_pitch = layout.grid_pitch
         self.problem.grid_channels = layout.grid_channels
@@ -1588,10 +1588,12 @@ cdef inline void _implicit_conv(const floating *a, const Py_ssize_t *a_offset,
 
 
 cdef inline Py_ssize_t _implicit_units(const Problem *p) noexcept nogil:
-    """What the implicit convolution's blocks count: output (z, y) rows where the tiles
-    start at each row, else grid positions."""
-    if p.row_tiles:
+    """What the implicit convolution's blocks count: grid positions, or the output
+    z-planes or (z, y) rows its tiles restart at."""
+    if p.tile_restart == 2:
         return p.axis[0].small * p.axis[1].small
+    if p.tile_restart == 1:
+        return p.axis[0].small
     return p.positions
 
 
@@ -1604,15 +1606,20 @@ cdef void _implicit_block(const floating *copy, const floating *panels, Py_ssize
     cdef Py_ssize_t depth = (p.c_large // p.groups) * _kernel_size(p), size = _small_size(p)
     cdef Py_ssize_t oy = p.axis[1].small, ox = p.axis[2].small
     cdef Py_ssize_t py = p.axis[1].padded, px = p.axis[2].padded
-    cdef Py_ssize_t row, u0
-    if not p.row_tiles:
+    cdef Py_ssize_t unit, u0, length
+    if p.tile_restart == 0:
         _implicit_conv(copy, p.a_offset, depth, panels, cout, bias, out, size, p.out_offset,
                        begin, end, c_begin, c_end)
         return
-    for row in range(begin, end):
-        u0 = ((row // oy) * py + row % oy) * px
+    for unit in range(begin, end):
+        if p.tile_restart == 2:   # row (z, y)
+            u0 = ((unit // oy) * py + unit % oy) * px
+            length = ox
+        else:                     # plane z
+            u0 = unit * py * px
+            length = (oy - 1) * px + ox
         _implicit_conv(copy, p.a_offset, depth, panels, cout, bias, out, size, p.out_offset,
-                       u0, u0 + ox, c_begin, c_end)
+                       u0, u0 + length, c_begin, c_end)
 
 
 cdef void _implicit_sample(floating *out, const floating *large, const floating *panels,

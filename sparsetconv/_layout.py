@@ -94,7 +94,7 @@ class Layout:
     phase_pitch: int = 0
     u_block: int = 0
     panel_block: int = 0
-    row_tiles: bool = False
+    tile_restart: int = 0       # IMPLICIT GEMM: see implicit_tiling
     # DIRECT IMPLICIT only
     grid_pitch: int = 0
     grid_channels: int = 0
@@ -547,26 +547,41 @@ def implicit_convolution(plan):
             and copy <= 2 * prod(g.large))
 
 
+# Where the implicit convolution's tiles start (Problem.tile_restart): along the whole
+# grid, at each output z-plane, or at each output (z, y) row.
+TILES_ALONG_GRID, TILES_PER_PLANE, TILES_PER_ROW = 0, 1, 2
+
+
 def implicit_tiling(plan):
     """How the implicit convolution's tiles cover one sample's padded grid:
-    ``(row_tiles, computed positions, tiles)``.
+    ``(tile_restart, computed positions, tiles)``.
 
-    Along the grid (row_tiles False) the tiles run on through the padded rows' tails,
-    which are computed and dropped; row by row (True) each output row starts a tile and
-    its last one is cut to a vector or a whole tile, so nothing of the tails but that
-    rounding is computed.  Whichever computes fewer positions: rows of a multiple of
-    the tile (a dilated 32-wide layer: 1024 positions against the grid's 1148), the
-    grid where rows are short (12-wide rows, 16 each against the grid's 14 % tails)."""
+    Along the grid the tiles run on through the padded rows' and planes' tails, which
+    are computed and dropped; restarted at each output plane they skip the planes'
+    tail rows; restarted at each output row they skip the rows' tails too.  A restart
+    cuts the run before it to a vector or a whole tile.  Whichever computes fewest
+    positions: rows of a multiple of the tile (a dilated 32-wide layer: 1024
+    positions against the grid's 1148), planes for a 3-D layer of short rows (a 12 x
+    16 x 12 output: 2496 against 2640 along the grid, 3072 by rows)."""
     g = plan.geometry.lifted(3)
     mr, _ = _kernels.own_gemm_tile(plan.dtype.itemsize)
     lanes = 64 // plan.dtype.itemsize
-    positions = implicit_extents(plan)[0]
-    rows, ox = g.small[0] * g.small[1], g.small[2]
-    whole, rest = divmod(ox, mr)
-    row_positions = whole * mr + (0 if rest == 0 else lanes if rest <= lanes else mr)
-    if rows * row_positions < positions:
-        return True, rows * row_positions, rows * (whole + (rest > 0))
-    return False, positions, -(-positions // mr)
+    oz, oy, ox = g.small
+    _, py, px = _padded_extents(g)
+
+    def run(length):  # (positions computed, tiles) of one run of grid positions
+        whole, rest = divmod(length, mr)
+        return (whole * mr + (0 if rest == 0 else lanes if rest <= lanes else mr),
+                whole + (rest > 0))
+
+    options = []
+    for restart, runs, length in ((TILES_ALONG_GRID, 1, implicit_extents(plan)[0]),
+                                  (TILES_PER_PLANE, oz, (oy - 1) * px + ox),
+                                  (TILES_PER_ROW, oz * oy, ox)):
+        computed, tiles = run(length)
+        options.append((runs * computed, restart, runs * tiles))
+    computed, restart, tiles = min(options)  # ties: the fewest restarts
+    return restart, computed, tiles
 
 
 def _odd_lines_pitch(elements, itemsize, min_bytes):
@@ -644,21 +659,22 @@ def _implicit_layout(plan, axes):
     cout_g = plan.small_channels // plan.groups
     depth = fields["a_offset"].size
     panel_size = -(-cout_g // nr) * nr * depth
-    row_tiles, _, tiles = implicit_tiling(plan)
+    restart, _, tiles = implicit_tiling(plan)
     # a small plane in blocks of fewer tiles, so that two threads share it evenly; the
-    # blocks are of grid positions, or of output rows where the tiles start at each row
+    # blocks are of grid positions, or of the output planes or rows the tiles restart at
     tiles_per_block = max(1, min(IMPLICIT_TILES_PER_BLOCK, -(-tiles // 4)))
-    if row_tiles:
-        rows = prod(plan.geometry.lifted(3).small[:2])
-        u_block = max(1, tiles_per_block * rows // tiles)
-    else:
+    small = plan.geometry.lifted(3).small
+    if restart == TILES_ALONG_GRID:
         u_block = mr * tiles_per_block
+    else:
+        runs = small[0] if restart == TILES_PER_PLANE else small[0] * small[1]
+        u_block = max(1, tiles_per_block * runs // tiles)
     return Layout(
         algorithm=GEMM, chunk=fields["batch"], **fields,
         # the copy is per thread (scratch): threads take whole samples when they can
         workspace=Workspace(scratch=plan.large_channels * pitch + _kernels.PHASE_TAIL,
                             packed=plan.groups * panel_size),
-        row_tiles=row_tiles, u_block=u_block,
+        tile_restart=restart, u_block=u_block,
         panel_block=max(1, IMPLICIT_PANEL_BYTES // (depth * nr * plan.dtype.itemsize)),
     )
 

@@ -251,7 +251,7 @@ def test_auto_counts_the_implicit_convolutions_tiles():
     if not _layout.implicit_convolution(plan):
         pytest.skip("the implicit convolution runs on the own GEMM")
     # 32 x 32 outputs: a whole tile per output row, fewer than along the 33-wide grid
-    assert _layout.implicit_tiling(plan) == (True, 32 * 32, 32)
+    assert _layout.implicit_tiling(plan) == (_layout.TILES_PER_ROW, 32 * 32, 32)
     assert _cost.gemm_counts(plan)["tile"] == 16 * 32 * 6
     assert _compiled.choose_algorithm(plan) == _layout.DIRECT
     decoder = make_plan(False, None, (2, 32, 24, 32, 24), np.dtype(np.float32),

@@ -92,21 +92,23 @@ def test_implicit_larger_layers(either, x_shape, w_shape, kw):
                 assert_matches(executor(x, w, b), want)
 
 
-@pytest.mark.parametrize("x_shape, w_shape, kw, row_tiles", [
+@pytest.mark.parametrize("x_shape, w_shape, kw, restart", [
     # 32-wide output rows (one whole tile each) against a 36-wide padded grid
-    ((3, 8, 36, 36), (16, 8, 3, 3), dict(dilation=2), True),
+    ((3, 8, 36, 36), (16, 8, 3, 3), dict(dilation=2), _layout.TILES_PER_ROW),
     # 48-wide rows: a whole tile and a one-vector tile each (against 50 of the grid);
     # one sample (threads share its blocks of rows), groups
-    ((1, 16, 42, 50), (32, 8, 3, 3), dict(padding=0, groups=2), True),
+    ((1, 16, 42, 50), (32, 8, 3, 3), dict(padding=0, groups=2), _layout.TILES_PER_ROW),
     # 32-wide rows of a stride-2 3-D layer
-    ((2, 8, 8, 10, 64), (16, 8, 3, 3, 3), dict(stride=2, padding=1), True),
-    # 12-wide rows: a vector each would compute more than the grid's tails
-    ((2, 8, 24, 32, 24), (16, 8, 3, 3, 3), dict(stride=2, padding=1), False),
+    ((2, 8, 8, 10, 64), (16, 8, 3, 3, 3), dict(stride=2, padding=1), _layout.TILES_PER_ROW),
+    # 12-wide rows, 16 of them per plane: restarting at each plane skips its tail row
+    ((2, 8, 24, 32, 24), (16, 8, 3, 3, 3), dict(stride=2, padding=1), _layout.TILES_PER_PLANE),
+    # 12 x 12 outputs on a 13-wide grid: along the grid
+    ((2, 32, 24, 24), (32, 32, 3, 3), dict(stride=2, padding=1), _layout.TILES_ALONG_GRID),
 ])
-def test_implicit_tiles_by_rows_or_along_the_grid(implicit, x_shape, w_shape, kw, row_tiles):
-    """Where output rows start whole tiles with less rounding than the grid's tails
-    cost, the tiles start at each row (_layout.implicit_tiling); both ways against the
-    sparse matrix, one and two threads."""
+def test_implicit_tiles_along_the_grid_or_restarted(implicit, x_shape, w_shape, kw, restart):
+    """The tiles run along the padded grid, or restart at each output plane or row,
+    whichever computes fewest positions (_layout.implicit_tiling); each way against
+    the sparse matrix, one and two threads."""
     rng = np.random.default_rng(sum(x_shape))
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
@@ -117,9 +119,11 @@ def test_implicit_tiles_by_rows_or_along_the_grid(implicit, x_shape, w_shape, kw
         plan = _plan(x_shape, w_shape, dtype, **kw)
         executor = _compiled.Executor(plan, "gemm")
         assert executor.layout.column_source == _layout.IMPLICIT
-        assert executor.layout.row_tiles == row_tiles
+        assert executor.layout.tile_restart == restart
+        # never more than the grid in whole tiles, never fewer than the outputs
         computed = _layout.implicit_tiling(plan)[1]
-        assert computed <= _layout.implicit_extents(plan)[0]
+        mr = _kernels.own_gemm_tile(np.dtype(dtype).itemsize)[0]
+        assert computed <= -(-_layout.implicit_extents(plan)[0] // mr) * mr
         assert computed >= np.prod(plan.geometry.small)
         for threads in (1, 2):
             with stc.threads(threads):
