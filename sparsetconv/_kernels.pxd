@@ -58,6 +58,13 @@ cdef struct Axis:
     const Py_ssize_t *phase_runs
 
 
+cdef enum TileRestart:
+    # where the implicit GEMM convolution's tiles start (_layout.implicit_tiling)
+    ALONG_GRID = 0       # one run along the whole padded grid, through the tails
+    PER_PLANE = 1        # a run per output z-plane (its tail rows skipped)
+    PER_ROW = 2          # a run per output (z, y) row (every tail skipped)
+
+
 cdef struct Problem:
     Axis axis[3]                # z, y, x
     Direction direction
@@ -82,9 +89,8 @@ cdef struct Problem:
     Py_ssize_t phase_pitch      # elements from one phase plane of the copy to the next
     Py_ssize_t u_block
     Py_ssize_t panel_block
-    int tile_restart            # GEMM IMPLICIT: the tiles run along the grid (0), or start
-                                # at each output z-plane (1) or (z, y) row (2), which
-                                # u_block then counts (see _layout.implicit_tiling)
+    TileRestart tile_restart    # GEMM IMPLICIT: where tiles start; u_block counts grid
+                                # positions, or the planes or rows they restart at
     Py_ssize_t scratch_pitch    # elements of scratch each thread owns (Workspace.scratch)
     # DIRECT IMPLICIT only: each output channel's grid is grid_pitch elements (whole
     # vectors); a pass computes grid_channels output channels (a multiple of

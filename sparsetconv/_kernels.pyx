@@ -144,6 +144,7 @@ cdef extern from "_rowops.h" nogil:
 ALGORITHMS = {"direct": DIRECT, "kernel_rows": KERNEL_ROWS, "gemm": GEMM}
 COLUMN_SOURCES = {"im2col": IM2COL, "pointwise": POINTWISE, "whole_input": WHOLE_INPUT,
                   "implicit": IMPLICIT}
+TILE_RESTARTS = {"along_grid": ALONG_GRID, "per_plane": PER_PLANE, "per_row": PER_ROW}
 DIRECTIONS = {"transpose": TRANSPOSE, "convolve": CONVOLVE,
               "weight_gradient": WEIGHT_GRADIENT}
 
@@ -1590,9 +1591,9 @@ cdef inline void _implicit_conv(const floating *a, const Py_ssize_t *a_offset,
 cdef inline Py_ssize_t _implicit_units(const Problem *p) noexcept nogil:
     """What the implicit convolution's blocks count: grid positions, or the output
     z-planes or (z, y) rows its tiles restart at."""
-    if p.tile_restart == 2:
+    if p.tile_restart == PER_ROW:
         return p.axis[0].small * p.axis[1].small
-    if p.tile_restart == 1:
+    if p.tile_restart == PER_PLANE:
         return p.axis[0].small
     return p.positions
 
@@ -1607,15 +1608,15 @@ cdef void _implicit_block(const floating *copy, const floating *panels, Py_ssize
     cdef Py_ssize_t oy = p.axis[1].small, ox = p.axis[2].small
     cdef Py_ssize_t py = p.axis[1].padded, px = p.axis[2].padded
     cdef Py_ssize_t unit, u0, length
-    if p.tile_restart == 0:
+    if p.tile_restart == ALONG_GRID:
         _implicit_conv(copy, p.a_offset, depth, panels, cout, bias, out, size, p.out_offset,
                        begin, end, c_begin, c_end)
         return
     for unit in range(begin, end):
-        if p.tile_restart == 2:   # row (z, y)
+        if p.tile_restart == PER_ROW:   # row (z, y)
             u0 = ((unit // oy) * py + unit % oy) * px
             length = ox
-        else:                     # plane z
+        else:                           # plane z
             u0 = unit * py * px
             length = (oy - 1) * px + ox
         _implicit_conv(copy, p.a_offset, depth, panels, cout, bias, out, size, p.out_offset,
@@ -1629,12 +1630,10 @@ cdef void _implicit_sample(floating *out, const floating *large, const floating 
     ``copy`` (this thread's scratch), then every tile of it."""
     cdef Py_ssize_t cl_g = p.c_large // p.groups, cout_g = p.c_small // p.groups
     cdef Py_ssize_t depth = cl_g * _kernel_size(p), size = _small_size(p)
-    cdef Py_ssize_t pitch = _phase_copy_size(p), plane_in = _large_size(p)
+    cdef Py_ssize_t pitch = _phase_copy_size(p)
     cdef Py_ssize_t panel_size = (cout_g + STC_GEMM_NR - 1) // STC_GEMM_NR * STC_GEMM_NR * depth
-    cdef Py_ssize_t channel, g
-    large = large + n * p.c_large * _large_plane(p)
-    for channel in range(p.c_large):
-        _phase_copy(copy + channel * pitch, large + channel * plane_in, p)
+    cdef Py_ssize_t g
+    _implicit_phases(copy, large + n * p.c_large * _large_plane(p), 1, p, 1)
     for g in range(p.groups):
         _implicit_block(copy + g * cl_g * pitch, panels + g * panel_size, cout_g,
                         bias + g * cout_g if bias != NULL else NULL,
@@ -1923,14 +1922,8 @@ cdef void _wgrad_implicit_chunk(floating *product, floating *phased, floating *s
     _channels_last(st, small + first * p.c_small * _small_size(p), count, p, n_threads)
     while r0 < rows:
         r1 = min(r0 + p.block_rows, rows)
-        if n_threads == 1:
-            for item in range(items):
-                _wgrad_implicit_rows(product, phased, st, r0, r1, accumulate or r0 > 0, p,
-                                     item)
-        else:
-            for item in prange(items, schedule="dynamic", num_threads=n_threads):
-                _wgrad_implicit_rows(product, phased, st, r0, r1, accumulate or r0 > 0, p,
-                                     item)
+        for item in prange(items, schedule="dynamic", num_threads=n_threads):
+            _wgrad_implicit_rows(product, phased, st, r0, r1, accumulate or r0 > 0, p, item)
         r0 = r1
 
 

@@ -28,6 +28,11 @@ IM2COL = _kernels.COLUMN_SOURCES["im2col"]
 POINTWISE = _kernels.COLUMN_SOURCES["pointwise"]
 WHOLE_INPUT = _kernels.COLUMN_SOURCES["whole_input"]
 IMPLICIT = _kernels.COLUMN_SOURCES["implicit"]
+# where the implicit convolution's tiles start (implicit_tiling): along the whole grid,
+# at each output z-plane, or at each output (z, y) row
+TILES_ALONG_GRID = _kernels.TILE_RESTARTS["along_grid"]
+TILES_PER_PLANE = _kernels.TILE_RESTARTS["per_plane"]
+TILES_PER_ROW = _kernels.TILE_RESTARTS["per_row"]
 
 # A GEMM chunk's column buffer (per thread) may not exceed this: the im2col/col2im
 # columns are the one workspace that is not bounded by the call's own arrays.
@@ -94,7 +99,7 @@ class Layout:
     phase_pitch: int = 0
     u_block: int = 0
     panel_block: int = 0
-    tile_restart: int = 0       # IMPLICIT GEMM: see implicit_tiling
+    tile_restart: int = TILES_ALONG_GRID  # IMPLICIT GEMM: see implicit_tiling
     # DIRECT IMPLICIT only
     grid_pitch: int = 0
     grid_channels: int = 0
@@ -545,11 +550,6 @@ def implicit_convolution(plan):
             and replication >= IMPLICIT_MIN_REPLICATION
             and positions <= IMPLICIT_MAX_WASTE * prod(g.small)
             and copy <= 2 * prod(g.large))
-
-
-# Where the implicit convolution's tiles start (Problem.tile_restart): along the whole
-# grid, at each output z-plane, or at each output (z, y) row.
-TILES_ALONG_GRID, TILES_PER_PLANE, TILES_PER_ROW = 0, 1, 2
 
 
 def implicit_tiling(plan):
